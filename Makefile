@@ -1,0 +1,81 @@
+# speechstack — every target sets itself up: `make demo` and `make test` work on a fresh clone.
+# Variables (override on the command line, e.g. `make train-fold MODEL=cnn FOLD=2`):
+TASK        ?= speech_commands
+MODEL       ?= cnn
+FOLD        ?= 0
+DATA        ?= data/$(TASK)
+CONFIG      ?= configs/$(TASK)/$(MODEL).yaml
+EXP         ?=
+EXPERIMENTS ?=
+SET         ?=
+FORCE       ?=
+DRY_RUN     ?=
+FILE        ?=
+MSG         ?=
+SPEAKERS    ?= 60
+PYTHON      ?= python3
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CLI    := $(BIN)/speechstack
+COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(foreach s,$(SET),--set $(s))
+
+.DEFAULT_GOAL := help
+.PHONY: help install data-demo folds train-fold train stack submission submit demo test test-all lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@echo "  variables: TASK=$(TASK) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA) EXP= EXPERIMENTS= SET='key=value ...' FORCE=1 DRY_RUN=1"
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the pinned dependencies (requirements.lock) and the package
+
+data-demo: $(STAMP) ## generate the demo dataset in DATA (Kaggle layout, espeak-ng voices) unless present
+	@if [ -d "$(DATA)/train/audio" ]; then echo "$(DATA) exists; keeping it (delete it to regenerate)"; \
+	else $(CLI) synth --out $(DATA) --speakers $(SPEAKERS); fi
+
+folds: $(STAMP) ## write folds/<task>.csv (written once; FORCE=1 rewrites)
+	$(CLI) folds $(COMMON) $(if $(FORCE),--force)
+
+train-fold: $(STAMP) ## train fold FOLD of MODEL: runs/<task>/<experiment>/fold<k>/
+	$(CLI) train-fold $(COMMON) --fold $(FOLD)
+
+train: $(STAMP) ## train every fold of MODEL (finished folds are skipped)
+	$(CLI) train $(COMMON)
+
+stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
+	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+
+submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack
+	$(CLI) submission $(COMMON)
+
+submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; DRY_RUN=1 prints it
+	$(CLI) submit $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)") $(if $(DRY_RUN),--dry-run)
+
+demo: $(STAMP) ## set up, make demo data, folds, train all folds, stack, write a submission
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory data-demo && \
+	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && \
+	$(MAKE) --no-print-directory train && \
+	$(MAKE) --no-print-directory stack && \
+	$(MAKE) --no-print-directory submission && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s"
+
+test: $(STAMP) ## run the fast test suite (no slow marker)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests
+
+clean: ## remove runs, caches and generated demo data (keeps .venv)
+	rm -rf runs cache data .pytest_cache .ruff_cache

@@ -1,0 +1,292 @@
+"""The ``speechstack`` command. One verb per stage; the Makefile wraps each.
+
+    speechstack synth       --out data/speech_commands         demo dataset (espeak-ng)
+    speechstack folds       --config configs/speech_commands/cnn.yaml
+    speechstack train-fold  --config ... --fold 0
+    speechstack train       --config ...                       all folds (finished ones skipped)
+    speechstack stack       --config ... [--experiments cnn,other]
+    speechstack submission  --config ... [--source stack]
+    speechstack submit      [--file F] [--message M] [--dry-run]
+
+Every verb that takes ``--config`` also takes ``--set key.sub=value`` (repeatable) and
+``--data DIR`` (shorthand for ``--set task.data_dir=DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from speechstack.config import Config, ConfigError, load_config
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table (floats to 4 places)."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"task.data_dir={args.data}")
+    if getattr(args, "experiment", None):
+        overrides.append(f"experiment={args.experiment}")
+    return load_config(args.config, overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# Verbs
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from speechstack.synth import generate_speech_commands
+
+    started = time.perf_counter()
+    out = generate_speech_commands(
+        Path(args.out),
+        speakers=args.speakers,
+        test_speakers=args.test_speakers,
+        test_clips=args.test_clips,
+        noise_seconds=args.noise_seconds,
+        seed=args.seed,
+        force=args.force,
+    )
+    clips = sum(1 for _ in (out / "train" / "audio").glob("*/*.wav"))
+    print(f"wrote {out} ({clips} train files) in {time.perf_counter() - started:.1f} s")
+
+
+def cmd_folds(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from speechstack.folds import write_folds
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    manifest = create_task(config.task).train_manifest()
+    folds = write_folds(manifest, config.folds_file, config.folds.k, config.folds.seed, args.force)
+    counts = (
+        folds.group_by("fold")
+        .agg(pl.len().alias("clips"), pl.col("group").n_unique().alias("speakers"))
+        .sort("fold")
+    )
+    print(f"wrote {config.folds_file}: {folds.height} clips, {config.folds.k} folds")
+    print(format_table(["fold", "clips", "speakers"], counts.rows()))
+
+
+def _print_fold_table(metrics: list[dict]) -> None:
+    rows = [
+        (
+            m["experiment"],
+            m["fold"],
+            m["best_epoch"],
+            m["val_accuracy"],
+            m["train_seconds"],
+            "skipped (finished)" if m.get("skipped") else "trained",
+        )
+        for m in metrics
+    ]
+    print(format_table(["experiment", "fold", "best epoch", "val acc", "seconds", "status"], rows))
+
+
+def cmd_train_fold(args: argparse.Namespace) -> None:
+    from speechstack.train import train_fold
+
+    config = _config(args)
+    _print_fold_table([train_fold(config, args.fold)])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from speechstack.train import train_folds
+
+    config = _config(args)
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    metrics = train_folds(config, folds)
+    _print_fold_table(metrics)
+    mean = sum(m["val_accuracy"] for m in metrics) / len(metrics)
+    print(f"{config.experiment}: mean fold accuracy {mean:.4f}")
+
+
+def cmd_stack(args: argparse.Namespace) -> None:
+    from speechstack.stack import run_stack
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    if args.experiments:
+        config.stack.experiments = [e for e in args.experiments.split(",") if e]
+    labels = create_task(config.task).labels
+    run_root = config.runs_dir / config.task.name
+    metrics = run_stack(config.stack, run_root, config.folds_file, labels)
+    rows = [(name, score) for name, score in metrics["experiments"].items()]
+    rows.append(("mean of probabilities", metrics["mean_accuracy"]))
+    rows.append((f"LightGBM stack ({config.stack.name})", metrics["stack_accuracy"]))
+    print(format_table(["model", "CV accuracy"], rows))
+    print(f"wrote {run_root / config.stack.name}")
+
+
+def cmd_submission(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from speechstack.submission import (
+        predictions_to_submission,
+        score_submission,
+        write_submission,
+    )
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    task = create_task(config.task)
+    source = args.source or config.stack.name
+    source_dir = config.runs_dir / config.task.name / source
+    test_path = source_dir / "test.parquet"
+    metrics_path = source_dir / "metrics.json"
+    if source == config.stack.name:
+        if not test_path.is_file():
+            raise FileNotFoundError(f"{test_path} not found; run `make stack` first")
+        score = json.loads(metrics_path.read_text())["stack_accuracy"]
+        probabilities = pl.read_parquet(test_path)
+    else:  # a single experiment: average its fold models
+        from speechstack.folds import read_folds
+        from speechstack.stack import collect_oof, collect_test
+
+        folds = read_folds(config.folds_file)
+        oof = collect_oof(config.runs_dir / config.task.name, [source], folds, task.labels)
+        test = collect_test(
+            config.runs_dir / config.task.name, [source], config.folds.k, task.labels
+        )
+        if test is None:
+            raise FileNotFoundError(
+                f"{source_dir}: no test predictions (does the data have test/?)"
+            )
+        probabilities = test.rename({f"{source}:{c}": c for c in task.labels})
+        truth = oof["label"].to_numpy()
+        predicted = predictions_to_submission(
+            oof.rename({f"{source}:{c}": c for c in task.labels}), task.labels
+        )["label"].to_numpy()
+        score = float((truth == predicted).mean())
+    submission = predictions_to_submission(probabilities, task.labels)
+    path = write_submission(
+        submission, Path(args.out), config.task.name, score, task.labels, task.sample_submission()
+    )
+    print(f"wrote {path} ({submission.height} rows, CV accuracy {score:.4f})")
+    solution = task.solution()
+    if solution is not None:
+        print(
+            f"demo test-set accuracy (unseen speakers, from {solution.name}): "
+            f"{score_submission(submission, solution):.4f}"
+        )
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from speechstack.submission import latest_submission, submit
+
+    file = Path(args.file) if args.file else latest_submission(Path(args.dir))
+    message = args.message or f"speechstack {file.name}"
+    command = submit(file, message, dry_run=args.dry_run)
+    prefix = "would run" if args.dry_run else "ran"
+    print(f"{prefix}: {' '.join(command)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, required=True, help="experiment YAML file")
+    parser.add_argument(
+        "--set", "-s", action="append", metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3"
+    )
+    parser.add_argument("--data", help="dataset folder (task.data_dir)")
+    parser.add_argument("--experiment", help="experiment name (run folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechstack", description=__doc__.split("\n")[0])
+    parser.add_argument("--verbose", "-v", action="store_true")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    handlers: dict[str, Callable[[argparse.Namespace], None]] = {}
+
+    def verb(
+        name: str, handler: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        handlers[name] = handler
+        return sub
+
+    synth = verb("synth", cmd_synth, "generate a demo dataset in the Kaggle layout (espeak-ng)")
+    synth.add_argument("--out", default="data/speech_commands")
+    synth.add_argument("--speakers", type=int, default=60)
+    synth.add_argument("--test-speakers", type=int, default=16)
+    synth.add_argument("--test-clips", type=int, default=600)
+    synth.add_argument("--noise-seconds", type=float, default=40.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    folds = verb("folds", cmd_folds, "write folds/<task>.csv (speaker-grouped, stratified)")
+    _add_config_arguments(folds)
+    folds.add_argument("--force", action="store_true", help="rewrite an existing folds file")
+
+    train_fold = verb("train-fold", cmd_train_fold, "train one fold, write OOF/test predictions")
+    _add_config_arguments(train_fold)
+    train_fold.add_argument("--fold", type=int, required=True)
+
+    train = verb("train", cmd_train, "train every fold (finished folds are skipped)")
+    _add_config_arguments(train)
+    train.add_argument("--folds", help="comma-separated subset, e.g. 0,1")
+
+    stack = verb("stack", cmd_stack, "LightGBM stack over experiments' OOF predictions")
+    _add_config_arguments(stack)
+    stack.add_argument("--experiments", help="comma-separated experiment names")
+
+    submission = verb("submission", cmd_submission, "write a validated submission CSV")
+    _add_config_arguments(submission)
+    submission.add_argument("--source", help="stack (default) or an experiment name")
+    submission.add_argument("--out", default="submissions")
+
+    submit_parser = verb("submit", cmd_submit, "upload a submission with the kaggle CLI")
+    submit_parser.add_argument("--file", help="CSV to upload (default: newest in submissions/)")
+    submit_parser.add_argument("--dir", default="submissions")
+    submit_parser.add_argument("--message", "-m")
+    submit_parser.add_argument("--dry-run", action="store_true", help="print the command only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print(
+            "interrupted; finished folds and files are kept, partial ones removed", file=sys.stderr
+        )
+        return 130
+    except (
+        ConfigError,
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
+    ) as error:
+        if args.verbose:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

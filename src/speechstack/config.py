@@ -1,0 +1,324 @@
+"""Typed experiment configuration: YAML files layered on a base, CLI overrides, strict keys.
+
+An experiment file may name a ``base`` file (relative to itself); the experiment's keys are
+merged over the base's, recursively. CLI overrides are ``key.sub=value`` strings whose values
+are parsed as YAML scalars. Every section is a pydantic model that rejects unknown keys; the
+task's and the model's ``params`` are validated by the schema their registry entry declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are an error, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(Strict):
+    name: str = "speech_commands"  # a registered task (speechstack.tasks)
+    data_dir: Path = Path("data/speech_commands")  # dataset root in the task's real layout
+    params: dict[str, Any] = Field(default_factory=dict)  # validated by the task's schema
+
+
+class AudioConfig(Strict):
+    sample_rate: int = Field(16000, gt=0)  # Hz; every clip is resampled to it
+    clip_seconds: float = Field(1.0, gt=0)  # clips are padded/cropped to this length
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+
+class FeatureConfig(Strict):
+    """Log-mel spectrogram settings (computed in torch on the model's device)."""
+
+    n_fft: int = Field(512, gt=0)  # samples
+    win_length: int = Field(400, gt=0)  # samples (25 ms at 16 kHz)
+    hop_length: int = Field(160, gt=0)  # samples (10 ms at 16 kHz)
+    n_mels: int = Field(64, gt=0)
+    f_min: float = Field(20.0, ge=0)  # Hz
+    f_max: float | None = None  # Hz; None = sample_rate / 2
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> FeatureConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        return self
+
+
+class Probability(Strict):
+    p: float = Field(0.0, ge=0, le=1)  # chance the transform is applied to a clip
+
+
+class GainAugment(Probability):
+    min_db: float = -6.0
+    max_db: float = 6.0
+
+
+class ShiftAugment(Probability):
+    max_fraction: float = Field(0.1, ge=0, le=1)  # of the clip length, either direction
+
+
+class NoiseAugment(Probability):
+    min_snr_db: float = 3.0
+    max_snr_db: float = 30.0
+
+
+class PitchAugment(Probability):
+    min_semitones: float = -2.0
+    max_semitones: float = 2.0
+
+
+class StretchAugment(Probability):
+    min_rate: float = Field(0.85, gt=0)
+    max_rate: float = Field(1.15, gt=0)
+
+
+class SpecAugmentConfig(Probability):
+    time_masks: int = Field(2, ge=0)
+    time_width: int = Field(10, ge=0)  # frames
+    freq_masks: int = Field(2, ge=0)
+    freq_width: int = Field(8, ge=0)  # mel bins
+
+
+class MixupConfig(Probability):
+    alpha: float = Field(0.4, gt=0)  # Beta(alpha, alpha) mixing weight
+
+
+class AugmentConfig(Strict):
+    """Training-only augmentation. Waveform transforms run in the data loader
+    (audiomentations); SpecAugment runs in the model on the device; mixup in the loop."""
+
+    gain: GainAugment = Field(default_factory=GainAugment)
+    shift: ShiftAugment = Field(default_factory=ShiftAugment)
+    noise: NoiseAugment = Field(default_factory=NoiseAugment)
+    pitch: PitchAugment = Field(default_factory=PitchAugment)
+    stretch: StretchAugment = Field(default_factory=StretchAugment)
+    spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
+
+
+class FoldsConfig(Strict):
+    k: int = Field(5, ge=2)
+    seed: int = 42
+    file: Path | None = None  # default folds/<task>.csv
+
+
+class ModelConfig(Strict):
+    name: str = "cnn"  # a registered model family (speechstack.models)
+    params: dict[str, Any] = Field(default_factory=dict)  # validated by the family's schema
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)  # peak learning rate (linear warm-up, cosine decay)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)  # of all steps
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float | None = Field(5.0, gt=0)  # max global grad norm; None = off
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None = torch's default
+
+
+class PredictConfig(Strict):
+    batch_size: int = Field(256, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class LightGBMParams(Strict):
+    n_estimators: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(10, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    n_jobs: int = Field(2, ge=1)
+
+
+class StackConfig(Strict):
+    """LightGBM over the out-of-fold probabilities of ``experiments`` (same task, same folds)."""
+
+    name: str = "stack"  # output folder: runs/<task>/<name>/
+    experiments: list[str] = Field(default_factory=lambda: ["cnn"], min_length=1)
+    lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    seed: int = 0
+
+
+class Config(Strict):
+    experiment: str = "cnn"  # run folder: runs/<task>/<experiment>/
+    runs_dir: Path = Path("runs")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    folds: FoldsConfig = Field(default_factory=FoldsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    stack: StackConfig = Field(default_factory=StackConfig)
+
+    @property
+    def folds_file(self) -> Path:
+        return self.folds.file or Path("folds") / f"{self.task.name}.csv"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.task.name / self.experiment
+
+    def digest(self) -> str:
+        """Short hash of the resolved config, to tell runs apart."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read ``path`` and the ``base`` files it names, merged, base first."""
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: 'base' files form a cycle: {' -> '.join(map(str, chain))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    base_name = data.pop("base", None)
+    if base_name is None:
+        return data
+    base = _read_yaml(path.parent / str(base_name), (*chain, path))
+    return _merge(base, data)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.lr=1e-3"`` -> ``{"train": {"lr": 0.001}}``; the value is a YAML scalar/list."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {error}") from error
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (the parent of an offending key)."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def format_validation_error(
+    error: ValidationError, source: str, schema: type[BaseModel], prefix: str = ""
+) -> str:
+    """Turn pydantic's error into lines naming the source, the dotted key and valid keys."""
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = prefix + ".".join(str(part) for part in loc)
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(schema, loc[:-1])
+            lines.append(f"  unknown key '{key}'; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"  '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate_params(
+    schema: type[Strict], params: dict[str, Any], source: str, section: str
+) -> Strict:
+    """Validate a registry entry's ``params`` block (task or model) against its schema."""
+    try:
+        return schema.model_validate(params)
+    except ValidationError as error:
+        raise ConfigError(
+            format_validation_error(error, source, schema, prefix=f"{section}.params.")
+        ) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Load an experiment file (and its bases), apply ``key=value`` overrides, validate.
+
+    The task's and the model's ``params`` are validated by their registries' schemas, so a
+    typo anywhere in the file fails here, before any work starts.
+    """
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    source = str(path) if path is not None else "<defaults>"
+    if overrides:
+        source += f" (with overrides {' '.join(overrides)})"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source, Config)) from None
+
+    from speechstack.models import model_params_schema
+    from speechstack.tasks import task_params_schema
+
+    task_params = validate_params(
+        task_params_schema(config.task.name), config.task.params, source, "task"
+    )
+    model_params = validate_params(
+        model_params_schema(config.model.name), config.model.params, source, "model"
+    )
+    # Store the completed params (defaults filled in) so the saved config is fully resolved.
+    config.task.params = task_params.model_dump(mode="json")
+    config.model.params = model_params.model_dump(mode="json")
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    from speechstack.artifacts import atomic_write_text
+
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(path, text)

@@ -1,0 +1,136 @@
+"""Submission CSVs (``fname,label``), validated against the sample submission, and the
+Kaggle CLI upload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from speechstack.artifacts import atomic_path
+
+COMPETITION = "tensorflow-speech-recognition-challenge"
+
+
+class SubmissionError(ValueError):
+    """A submission does not match the competition's format; the message says how."""
+
+
+def predictions_to_submission(probabilities: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
+    """Argmax of the label columns -> ``fname,label``."""
+    matrix = probabilities.select(labels).to_numpy()
+    chosen = np.asarray(labels)[matrix.argmax(axis=1)]
+    return pl.DataFrame({"fname": probabilities["fname"], "label": chosen})
+
+
+def validate_submission(
+    submission: pl.DataFrame, labels: list[str], sample: Path | None, source: str
+) -> None:
+    """Same columns and clips as the sample submission, one row per clip, valid labels."""
+    if submission.columns != ["fname", "label"]:
+        raise SubmissionError(
+            f"{source}: columns are {submission.columns}, expected ['fname', 'label']"
+        )
+    if submission["fname"].is_duplicated().any():
+        duplicated = submission.filter(pl.col("fname").is_duplicated())["fname"].head(3).to_list()
+        raise SubmissionError(f"{source}: duplicate fname rows, e.g. {duplicated}")
+    bad = submission.filter(~pl.col("label").is_in(labels))
+    if bad.height:
+        raise SubmissionError(
+            f"{source}: {bad.height} rows have labels outside the task "
+            f"({sorted(set(bad['label']))[:5]}); valid labels: {labels}"
+        )
+    if sample is None:
+        return
+    expected = pl.read_csv(sample, schema_overrides={"fname": pl.String})
+    missing = set(expected["fname"]) - set(submission["fname"])
+    extra = set(submission["fname"]) - set(expected["fname"])
+    if missing or extra:
+        raise SubmissionError(
+            f"{source} does not match {sample}: {len(missing)} clips missing "
+            f"(e.g. {sorted(missing)[:3]}), {len(extra)} unexpected (e.g. {sorted(extra)[:3]})"
+        )
+
+
+def write_submission(
+    submission: pl.DataFrame,
+    directory: Path,
+    task_name: str,
+    cv_score: float,
+    labels: list[str],
+    sample: Path | None,
+) -> Path:
+    """Validate and write ``<directory>/<task>-<time>-cv<score>.csv``; never overwrites."""
+    validate_submission(submission, labels, sample, "submission")
+    if sample is not None:  # keep the sample's row order
+        order = pl.read_csv(sample, columns=["fname"], schema_overrides={"fname": pl.String})
+        submission = order.join(submission, on="fname", how="left")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"{task_name}-{stamp}-cv{cv_score:.4f}.csv"
+    suffix = 1
+    while path.exists():
+        path = directory / f"{task_name}-{stamp}-{suffix}-cv{cv_score:.4f}.csv"
+        suffix += 1
+    with atomic_path(path, ".csv") as temp:
+        submission.write_csv(temp)
+    return path
+
+
+def score_submission(submission: pl.DataFrame, solution: Path) -> float:
+    """Accuracy against an answer key ``fname,label`` (the demo data ships one)."""
+    truth = pl.read_csv(solution, schema_overrides={"fname": pl.String})
+    joined = truth.join(submission, on="fname", how="left", suffix="_predicted")
+    return float((joined["label"] == joined["label_predicted"]).fill_null(False).mean())  # type: ignore[arg-type]
+
+
+def latest_submission(directory: Path) -> Path:
+    files = sorted(directory.glob("*.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise SubmissionError(f"no submission CSV in {directory}; run `make submission` first")
+    return files[-1]
+
+
+def kaggle_command(file: Path, message: str, competition: str = COMPETITION) -> list[str]:
+    executable = shutil.which("kaggle") or "kaggle"
+    return [executable, "competitions", "submit", "-c", competition, "-f", str(file), "-m", message]
+
+
+def has_kaggle_credentials() -> bool:
+    """Any credential the Kaggle CLI accepts: env variables, kaggle.json or an access token."""
+    if os.environ.get("KAGGLE_API_TOKEN") or (
+        os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")
+    ):
+        return True
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
+    return (config_dir / "kaggle.json").is_file() or (config_dir / "access_token").is_file()
+
+
+def submit(
+    file: Path, message: str, dry_run: bool = False, competition: str = COMPETITION
+) -> list[str]:
+    """Upload ``file`` with the kaggle CLI (an argument list, no shell). Returns the command."""
+    if not file.is_file():
+        raise SubmissionError(f"{file}: submission file not found")
+    command = kaggle_command(file, message, competition)
+    if dry_run:
+        return command
+    if shutil.which("kaggle") is None:
+        raise SubmissionError(
+            "the kaggle CLI is not on PATH; run `make install` (it installs kaggle into .venv) "
+            "or `pip install kaggle`"
+        )
+    if not has_kaggle_credentials():
+        raise SubmissionError(
+            "no Kaggle credentials: put kaggle.json (Kaggle > Settings > API > Create New Token) "
+            "in ~/.kaggle/ (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY "
+            "(or KAGGLE_API_TOKEN)"
+        )
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise SubmissionError(f"kaggle CLI failed with exit code {result.returncode}")
+    return command

@@ -1,0 +1,118 @@
+"""Task readers: one module per dataset layout, one registry.
+
+A task turns a dataset folder into manifests (polars frames, one row per clip) with the
+columns every later stage relies on:
+
+=========  ===================================================================
+fname      unique clip id, as the submission / folds file spell it
+path       absolute path of the audio file
+start      seconds into the file where the clip starts
+duration   seconds to read (null = the whole file)
+gain_db    gain applied after decoding (silence cut from noise files at levels)
+label      the task's label (what is scored and submitted)
+target     the class the model is trained on (= label, or a finer class)
+group      who spoke it (speaker/actor); folds never split a group
+=========  ===================================================================
+
+The test manifest has ``fname``, ``path``, ``start``, ``duration``, ``gain_db``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from speechstack.config import Strict, TaskConfig, validate_params
+from speechstack.registry import Registry
+
+MANIFEST_COLUMNS = ["fname", "path", "start", "duration", "gain_db", "label", "target", "group"]
+TEST_COLUMNS = ["fname", "path", "start", "duration", "gain_db"]
+
+
+class DatasetError(ValueError):
+    """The dataset folder does not match the task's layout; the message names the path."""
+
+
+class Task(ABC):
+    """A dataset layout: how to read it, its label space, its submission format."""
+
+    params_schema: ClassVar[type[Strict]]
+
+    def __init__(self, data_dir: Path, params: Strict) -> None:
+        self.data_dir = Path(data_dir)
+        self.params = params
+        if not self.data_dir.is_dir():
+            raise DatasetError(
+                f"{self.data_dir}: dataset folder not found (set task.data_dir, or DATA=...)"
+            )
+
+    @property
+    @abstractmethod
+    def labels(self) -> list[str]:
+        """The label space that is scored and submitted, in column order."""
+
+    def classes(self) -> list[str]:
+        """The classes the model is trained on (default: the labels)."""
+        return self.labels
+
+    def class_to_label(self) -> np.ndarray:
+        """(n_classes, n_labels) 0/1 matrix: label probabilities = class probabilities @ it."""
+        return np.eye(len(self.labels), dtype=np.float32)
+
+    @abstractmethod
+    def train_manifest(self) -> pl.DataFrame:
+        """Labelled clips (MANIFEST_COLUMNS plus task-specific ones), deterministic."""
+
+    def test_manifest(self) -> pl.DataFrame | None:
+        """Unlabelled clips to predict for the submission, or None if the layout has none."""
+        return None
+
+    def noise_files(self) -> list[Path]:
+        """Background-noise recordings for augmentation (may be empty)."""
+        return []
+
+    def sample_submission(self) -> Path | None:
+        """The competition's sample submission, used to validate ours."""
+        return None
+
+    def solution(self) -> Path | None:
+        """An answer key for the test set (demo data only), to score a submission."""
+        return None
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def task_params_schema(name: str) -> type[Strict]:
+    return TASKS.get(name).params_schema
+
+
+def create_task(config: TaskConfig) -> Task:
+    cls = TASKS.get(config.name)
+    params = validate_params(cls.params_schema, config.params, f"task '{config.name}'", "task")
+    return cls(config.data_dir, params)
+
+
+def manifest_frame(rows: dict[str, list[Any]], columns: list[str]) -> pl.DataFrame:
+    """Build a manifest with the standard column types, in a stable row order."""
+    schema: dict[str, Any] = {
+        "fname": pl.String,
+        "path": pl.String,
+        "start": pl.Float64,
+        "duration": pl.Float64,
+        "gain_db": pl.Float64,
+        "label": pl.String,
+        "target": pl.String,
+        "group": pl.String,
+    }
+    frame = pl.DataFrame(rows, schema_overrides={c: t for c, t in schema.items() if c in rows})
+    ordered = columns + [c for c in frame.columns if c not in columns]
+    return frame.select(ordered).sort("fname")
+
+
+# Register the built-in tasks (import for the side effect of @TASKS.register).
+from speechstack.tasks import speech_commands  # noqa: E402, F401

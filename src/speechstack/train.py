@@ -1,0 +1,433 @@
+"""``train_fold(config, fold) -> metrics``: the plain training loop every experiment (and the
+tuner) calls.
+
+Trains on every fold but ``fold``, picks the epoch with the best accuracy on ``fold``, and
+writes ``runs/<task>/<experiment>/fold<k>/`` as one atomic folder:
+
+* ``model.pt``       best weights (state dict) with the class names
+* ``oof.parquet``    fold-k rows: ``fname`` + one probability column per label
+* ``test.parquet``   test clips: ``fname`` + one probability column per label (if a test set)
+* ``metrics.json``   best epoch, validation accuracy/loss, timings, sizes
+* ``history.csv``    per-epoch train loss, validation loss and accuracy
+* ``config.yaml``    the resolved config
+
+A fold whose folder exists is finished: re-running skips it. A crash or Ctrl-C leaves no
+partial folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
+from speechstack.config import Config, save_config
+from speechstack.data import (
+    ClipDataset,
+    WaveformStore,
+    build_waveform_augment,
+    make_loader,
+)
+from speechstack.folds import attach_folds, read_folds
+from speechstack.models import ModelContext, create_model
+from speechstack.tasks import Task, create_task
+
+log = logging.getLogger(__name__)
+
+# Settings that do not change what a run computes; ignored when checking that a finished
+# fold belongs to the same experiment.
+RESULT_NEUTRAL = {("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",)}
+
+
+class RunMismatchError(RuntimeError):
+    """A finished fold exists for this experiment name but was made with another config."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but CUDA is not available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast settings: bf16 where the GPU supports it, fp16 with loss scaling otherwise,
+    full fp32 on CPU or when ``train.amp`` is off."""
+
+    device: torch.device
+    enabled: bool
+    dtype: torch.dtype
+
+    @classmethod
+    def choose(cls, device: torch.device, amp: bool) -> Precision:
+        if device.type != "cuda" or not amp:
+            return cls(device, False, torch.float32)
+        bf16 = torch.cuda.is_bf16_supported()
+        return cls(device, True, torch.bfloat16 if bf16 else torch.float16)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak learning rate, then cosine decay to zero, per step."""
+    warmup = max(1, round(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def config_fingerprint(config: Config) -> str:
+    data = config.model_dump(mode="json")
+    for path in RESULT_NEUTRAL:
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return json.dumps(data, sort_keys=True)
+
+
+def fold_dir(config: Config, fold: int) -> Path:
+    return config.run_dir / f"fold{fold}"
+
+
+def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
+    """Metrics of a finished fold, or None; refuses a fold trained with another config."""
+    folder = fold_dir(config, fold)
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("fingerprint") != config_fingerprint(config):
+        raise RunMismatchError(
+            f"{folder} was trained with a different config than {config.experiment!r} now has "
+            f"(see {folder / 'config.yaml'}). Use a new experiment name "
+            "(experiment=... / EXP=...), or delete the folder to retrain it."
+        )
+    return metrics
+
+
+class FoldData:
+    """Manifests, targets and stores for one fold."""
+
+    def __init__(self, config: Config, task: Task, fold: int, progress: bool) -> None:
+        manifest = attach_folds(
+            task.train_manifest(), read_folds(config.folds_file), config.folds_file
+        )
+        if fold not in set(manifest["fold"].unique().to_list()):
+            raise ValueError(
+                f"fold {fold} is not in {config.folds_file} (folds.k={config.folds.k})"
+            )
+        self.classes = task.classes()
+        self.labels = task.labels
+        self.class_to_label = task.class_to_label()
+        unknown_targets = set(manifest["target"].unique()) - set(self.classes)
+        if unknown_targets:
+            raise ValueError(f"targets outside the task's classes: {sorted(unknown_targets)}")
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.train = manifest.filter(pl.col("fold") != fold)
+        self.valid = manifest.filter(pl.col("fold") == fold)
+        self.train_targets = self.train["target"].replace_strict(index).to_numpy()
+        self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
+        self.test = task.test_manifest()
+        audio = config.audio
+        self.train_store = WaveformStore(
+            self.train, audio.sample_rate, audio.clip_samples, progress, "decode train"
+        )
+        self.valid_store = WaveformStore(
+            self.valid, audio.sample_rate, audio.clip_samples, progress, "decode valid"
+        )
+
+
+def predict_probabilities(
+    model: nn.Module, loader: DataLoader, precision: Precision, progress: bool = False
+) -> np.ndarray:
+    """Softmax class probabilities ``(clips, classes)`` for every clip of ``loader``."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for waveform, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            with precision.autocast():
+                logits = model(waveform.to(precision.device, non_blocking=True))
+            outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+def probability_frame(
+    fnames: pl.Series, probabilities: np.ndarray, labels: list[str]
+) -> pl.DataFrame:
+    columns = {label: probabilities[:, i].astype(np.float32) for i, label in enumerate(labels)}
+    return pl.DataFrame({"fname": fnames, **columns})
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
+    config: Config,
+    rng: np.random.Generator,
+    description: str,
+    progress: bool,
+) -> float:
+    model.train()
+    mixup = config.augment.mixup
+    smoothing = config.train.label_smoothing
+    total, count = 0.0, 0
+    for waveform, target in tqdm(loader, desc=description, disable=not progress, leave=False):
+        waveform = waveform.to(precision.device, non_blocking=True)
+        target = target.to(precision.device, non_blocking=True)
+        mix = mixup.p > 0 and rng.random() < mixup.p
+        if mix:
+            weight = float(rng.beta(mixup.alpha, mixup.alpha))
+            order = torch.from_numpy(rng.permutation(waveform.shape[0])).to(precision.device)
+            waveform = weight * waveform + (1 - weight) * waveform[order]
+        with precision.autocast():
+            logits = model(waveform)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+            if mix:
+                loss = weight * loss + (1 - weight) * F.cross_entropy(
+                    logits.float(), target[order], label_smoothing=smoothing
+                )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.train.grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.item() * waveform.shape[0]
+        count += waveform.shape[0]
+    return total / max(count, 1)
+
+
+def _evaluate(
+    class_probabilities: np.ndarray, targets: np.ndarray, class_to_label: np.ndarray
+) -> tuple[float, float]:
+    """(log loss over training classes, accuracy over the task's labels)."""
+    picked = class_probabilities[np.arange(len(targets)), targets]
+    loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+    label_probabilities = class_probabilities @ class_to_label
+    label_targets = class_to_label[targets].argmax(axis=1)
+    accuracy = float((label_probabilities.argmax(axis=1) == label_targets).mean())
+    return loss, accuracy
+
+
+def train_fold(
+    config: Config,
+    fold: int,
+    *,
+    progress: bool = True,
+    epoch_callback: Any = None,
+) -> dict[str, Any]:
+    """Train one fold (or return the metrics of the finished one) and write its artefacts.
+
+    ``epoch_callback(epoch, val_accuracy)`` is called after each epoch (the tuner reports and
+    prunes through it; it may raise to stop the fold, in which case nothing is written).
+    """
+    finished = load_fold_metrics(config, fold)
+    if finished is not None:
+        log.info("fold %d of %s is finished; skipping", fold, config.experiment)
+        return finished | {"skipped": True}
+
+    started = time.perf_counter()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed = config.train.seed + 1000 * fold
+    seed_everything(seed)
+    device = resolve_device(config.train.device)
+    precision = Precision.choose(device, config.train.amp)
+    task = create_task(config.task)
+    data = FoldData(config, task, fold, progress)
+
+    augment = build_waveform_augment(config.augment, task.noise_files())
+    audio = config.audio
+    train_set = ClipDataset(
+        data.train,
+        audio.sample_rate,
+        audio.clip_samples,
+        data.train_targets,
+        store=data.train_store,
+        augment=augment,
+        seed=seed,
+    )
+    valid_set = ClipDataset(
+        data.valid,
+        audio.sample_rate,
+        audio.clip_samples,
+        data.valid_targets,
+        store=data.valid_store,
+    )
+    train_loader = make_loader(
+        train_set,
+        config.train.batch_size,
+        shuffle=True,
+        num_workers=config.train.num_workers,
+        seed=seed,
+        drop_last=len(train_set) > config.train.batch_size,
+    )
+    valid_loader = make_loader(
+        valid_set,
+        config.predict.batch_size,
+        shuffle=False,
+        num_workers=config.predict.num_workers,
+        seed=seed,
+    )
+
+    context = ModelContext(
+        num_classes=len(data.classes),
+        audio=audio,
+        features=config.features,
+        spec_augment=config.augment.spec_augment,
+    )
+    model = create_model(config.model.name, context, **config.model.params).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+    )
+    scheduler = warmup_cosine(
+        optimizer, config.train.epochs * len(train_loader), config.train.warmup_fraction
+    )
+    scaler = precision.scaler()
+    rng = np.random.default_rng(seed)
+
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"accuracy": -1.0, "loss": math.inf}
+    for epoch in range(config.train.epochs):
+        epoch_start = time.perf_counter()
+        train_loss = _train_epoch(
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            scaler,
+            precision,
+            config,
+            rng,
+            f"fold {fold} epoch {epoch + 1}/{config.train.epochs}",
+            progress,
+        )
+        probabilities = predict_probabilities(model, valid_loader, precision)
+        val_loss, val_accuracy = _evaluate(probabilities, data.valid_targets, data.class_to_label)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "seconds": time.perf_counter() - epoch_start,
+            }
+        )
+        if progress:
+            tqdm.write(
+                f"fold {fold} epoch {epoch + 1:>2}: train loss {train_loss:.4f}  "
+                f"val loss {val_loss:.4f}  val acc {val_accuracy:.4f}"
+            )
+        if (val_accuracy, -val_loss) > (best["accuracy"], -best["loss"]):
+            best = {
+                "accuracy": val_accuracy,
+                "loss": val_loss,
+                "epoch": epoch + 1,
+                "state": copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                ),
+                "probabilities": probabilities,
+            }
+        if epoch_callback is not None:
+            epoch_callback(epoch, val_accuracy)
+    train_seconds = time.perf_counter() - started
+
+    model.load_state_dict(best["state"])
+    oof = probability_frame(
+        data.valid["fname"], best["probabilities"] @ data.class_to_label, data.labels
+    )
+    test = None
+    test_seconds = 0.0
+    if data.test is not None:
+        test_start = time.perf_counter()
+        test_set = ClipDataset(data.test, audio.sample_rate, audio.clip_samples)
+        test_loader = make_loader(
+            test_set,
+            config.predict.batch_size,
+            shuffle=False,
+            num_workers=config.predict.num_workers,
+            seed=seed,
+        )
+        test_probabilities = predict_probabilities(model, test_loader, precision, progress)
+        test = probability_frame(
+            data.test["fname"], test_probabilities @ data.class_to_label, data.labels
+        )
+        test_seconds = time.perf_counter() - test_start
+
+    metrics = {
+        "experiment": config.experiment,
+        "fold": fold,
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["accuracy"],
+        "val_loss": best["loss"],
+        "epochs": config.train.epochs,
+        "train_clips": len(train_set),
+        "valid_clips": len(valid_set),
+        "test_clips": 0 if test is None else test.height,
+        "train_seconds": round(train_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "precision": str(precision.dtype).removeprefix("torch."),
+        "fingerprint": config_fingerprint(config),
+    }
+    with atomic_directory(fold_dir(config, fold)) as folder:
+        torch.save(
+            {"state_dict": best["state"], "classes": data.classes, "labels": data.labels},
+            folder / "model.pt",
+        )
+        atomic_write_frame(folder / "oof.parquet", oof)
+        if test is not None:
+            atomic_write_frame(folder / "test.parquet", test)
+        atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
+        save_config(config, folder / "config.yaml")
+        atomic_write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+def train_folds(
+    config: Config, folds: list[int] | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Train the given folds (default: all), skipping finished ones; returns their metrics."""
+    chosen = folds if folds is not None else list(range(config.folds.k))
+    return [train_fold(config, fold, progress=progress) for fold in chosen]
