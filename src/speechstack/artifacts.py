@@ -7,11 +7,18 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -32,6 +39,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         yield temp
         with open(temp, "rb") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -67,9 +75,17 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield temp
+        os.chmod(temp, 0o777 & ~_umask())
+        old = path.parent / f".{path.name}.{uuid.uuid4().hex}.old"
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(temp, path)
+            os.replace(path, old)  # set aside, restored if the swap fails
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            if old.exists():
+                os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

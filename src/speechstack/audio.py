@@ -8,12 +8,14 @@ truncated files, files holding no samples.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
-MIN_DATA_BYTES = 1  # a WAV whose data chunk holds nothing is refused
+# libsndfile notes "data : <found> (should be <declared>)" when a WAV's data chunk is cut short.
+TRUNCATED = re.compile(r"^\s*data : \d+ \(should be \d+\)", re.MULTILINE)
 
 
 class AudioError(ValueError):
@@ -41,6 +43,10 @@ def read_audio(
     try:
         with soundfile.SoundFile(path) as sound:
             native_rate = sound.samplerate
+            if sound.format == "WAV" and TRUNCATED.search(sound.extra_info):
+                raise AudioError(
+                    f"{path}: truncated (the header declares more audio data than the file holds)"
+                )
             start = round(start_seconds * native_rate)
             if start:
                 sound.seek(min(start, sound.frames))

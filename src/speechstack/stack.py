@@ -85,7 +85,7 @@ def collect_test(
         except StackError:
             return None
         averaged = test.group_by("fname").agg(
-            [pl.col(c).mean().alias(f"{name}:{c}") for c in labels], pl.len().alias("_n")
+            *[pl.col(c).mean().alias(f"{name}:{c}") for c in labels], pl.len().alias("_n")
         )
         if (averaged["_n"] != k).any():
             raise StackError(f"{runs_dir / name}: fold test predictions cover different clips")

@@ -36,10 +36,12 @@ def validate_submission(
         raise SubmissionError(
             f"{source}: columns are {submission.columns}, expected ['fname', 'label']"
         )
+    if submission["fname"].null_count():
+        raise SubmissionError(f"{source}: {submission['fname'].null_count()} rows have no fname")
     if submission["fname"].is_duplicated().any():
         duplicated = submission.filter(pl.col("fname").is_duplicated())["fname"].head(3).to_list()
         raise SubmissionError(f"{source}: duplicate fname rows, e.g. {duplicated}")
-    bad = submission.filter(~pl.col("label").is_in(labels))
+    bad = submission.filter(~pl.col("label").is_in(labels).fill_null(False))
     if bad.height:
         raise SubmissionError(
             f"{source}: {bad.height} rows have labels outside the task "

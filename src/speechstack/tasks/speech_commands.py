@@ -164,26 +164,28 @@ class SpeechCommands(Task):
         if count and not usable:
             raise DatasetError(f"{self.audio_dir / NOISE_FOLDER}: every noise file is <= 1 s long")
         params = self.params
-        for index in range(count):
-            path, length = usable[index % len(usable)]
-            start = float(np.round(rng.uniform(0.0, length - 1.0), 3))
-            gain = float(
-                np.round(rng.uniform(params.silence_min_gain_db, params.silence_max_gain_db), 2)
-            )
-            rows["fname"].append(f"{NOISE_FOLDER}/{path.name}@{start:.3f}")
-            rows["path"].append(str(path.resolve()))
-            rows["start"].append(start)
-            rows["duration"].append(1.0)
-            rows["gain_db"].append(gain)
-            rows["label"].append("silence")
-            rows["target"].append("silence")
-            rows["group"].append(f"noise:{path.stem}")
-            rows["word"].append("silence")
-            rows["speaker"].append(f"noise:{path.stem}")
+        per_file = np.bincount(np.arange(count) % max(len(usable), 1), minlength=len(usable))
+        for (path, length), n in zip(usable, per_file, strict=True):
+            positions = int((length - 1.0) * 1000) + 1  # 1 ms grid of start offsets
+            if n > positions:
+                raise DatasetError(
+                    f"{path}: too short for {n} distinct 1 s silence clips; lower silence_clips"
+                )
+            starts = np.sort(rng.choice(positions, size=n, replace=False)) / 1000
+            gains = rng.uniform(params.silence_min_gain_db, params.silence_max_gain_db, size=n)
+            for start, gain in zip(starts.tolist(), gains.round(2).tolist(), strict=True):
+                rows["fname"].append(f"{NOISE_FOLDER}/{path.name}@{start:.3f}")
+                rows["path"].append(str(path.resolve()))
+                rows["start"].append(start)
+                rows["duration"].append(1.0)
+                rows["gain_db"].append(gain)
+                rows["label"].append("silence")
+                rows["target"].append("silence")
+                rows["group"].append(f"noise:{path.stem}")
+                rows["word"].append("silence")
+                rows["speaker"].append(f"noise:{path.stem}")
         frame = manifest_frame(rows, MANIFEST_COLUMNS)
-        return frame.with_columns(pl.lit("train").alias("official_split")).unique(
-            "fname", keep="first", maintain_order=True
-        )
+        return frame.with_columns(pl.lit("train").alias("official_split"))
 
     def train_manifest(self) -> pl.DataFrame:
         rng = np.random.default_rng(self.params.seed)
