@@ -60,12 +60,12 @@ def test_eval_mode_is_deterministic(family: str) -> None:
 
 
 def test_unknown_family_lists_known_ones() -> None:
-    with pytest.raises(KeyError, match="known models: .*cnn"):
+    with pytest.raises(KeyError, match=r"known models: .*cnn"):
         create_model("no_such_model", ModelContext(num_classes=2))
 
 
 def test_unknown_param_is_rejected_with_valid_keys() -> None:
-    with pytest.raises(ConfigError, match="backbon.*valid keys here: .*backbone"):
+    with pytest.raises(ConfigError, match=r"backbon.*valid keys here: .*backbone"):
         create_model("cnn", ModelContext(num_classes=2), backbon="x")
 
 
@@ -89,8 +89,11 @@ def test_pretrained_from_local_weights_file(tmp_path) -> None:
     path = tmp_path / "weights.safetensors"
     save_file(source.state_dict(), str(path))
     model = create_model(
-        "cnn", ModelContext(num_classes=3), backbone="test_efficientnet",
-        pretrained=True, weights_file=str(path),
+        "cnn",
+        ModelContext(num_classes=3),
+        backbone="test_efficientnet",
+        pretrained=True,
+        weights_file=str(path),
     )
     stem = next(p for n, p in model.backbone.named_parameters() if n.startswith("conv_stem"))
     expected = source.conv_stem.weight.sum(dim=1, keepdim=True)  # RGB filters summed to 1 channel

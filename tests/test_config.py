@@ -1,0 +1,193 @@
+"""speechstack.config: every config file loads; strict keys; overrides; bases; round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechstack.config import Config, ConfigError, load_config, parse_override, save_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILES = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_there_are_config_files_to_check() -> None:
+    assert CONFIG_FILES, "no configs/**/*.yaml found"
+
+
+@pytest.mark.parametrize(
+    "path", CONFIG_FILES, ids=[str(p.relative_to(REPO_ROOT)) for p in CONFIG_FILES]
+)
+def test_every_config_file_loads(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, Config)
+    # The registries' schemas filled in every param, so the saved config is complete.
+    assert config.model.params and config.task.params
+
+
+def test_defaults_load_without_a_file() -> None:
+    config = load_config()
+    assert config.model_dump() == load_config(None, []).model_dump()
+    assert config.audio.clip_samples == 16_000
+
+
+# ---------------------------------------------------------------- unknown keys
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "a_valid_key"),
+    [
+        ({"experimentt": "x"}, "experimentt", "experiment"),
+        ({"train": {"lrr": 0.1}}, "train.lrr", "warmup_fraction"),
+        ({"augment": {"noise": {"pp": 0.5}}}, "augment.noise.pp", "min_snr_db"),
+        ({"model": {"name": "cnn", "params": {"backbon": "x"}}}, "model.params.backbon",
+         "backbone"),
+    ],
+    ids=["top-level", "nested", "deeply-nested", "model-params"],
+)
+def test_unknown_key_names_the_key_the_file_and_the_valid_keys(
+    tmp_path: Path, data: dict, key: str, a_valid_key: str
+) -> None:
+    path = write_yaml(tmp_path / "typo.yaml", data)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert f"'{key}'" in message
+    assert str(path) in message
+    assert "valid keys" in message and a_valid_key in message
+
+
+def test_unknown_key_in_an_override_is_rejected_and_names_the_override() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.lrr=0.1"])
+    assert "'train.lrr'" in str(error.value) and "train.lrr=0.1" in str(error.value)
+    assert "lr" in str(error.value).split("valid keys", 1)[1]
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_parse_override_nests_dotted_keys_with_yaml_typing() -> None:
+    assert parse_override("train.lr=0.1") == {"train": {"lr": 0.1}}
+    assert parse_override("augment.noise.p=0") == {"augment": {"noise": {"p": 0}}}
+    assert parse_override("train.amp=false") == {"train": {"amp": False}}
+    assert parse_override("train.threads=null") == {"train": {"threads": None}}
+    assert parse_override("stack.experiments=[cnn, ast]") == {
+        "stack": {"experiments": ["cnn", "ast"]}}
+    assert parse_override("experiment=a=b") == {"experiment": "a=b"}
+
+
+def test_parse_override_reads_exponent_floats_as_in_its_docstring() -> None:
+    """The docstring promises ``"train.lr=1e-3" -> {"train": {"lr": 0.001}}``; YAML 1.1
+    (PyYAML) reads ``1e-3`` as a string unless the resolver is taught otherwise."""
+    assert parse_override("train.lr=1e-3") == {"train": {"lr": 0.001}}
+
+
+@pytest.mark.parametrize("text", ["train.lr", "=3", "  =3"])
+def test_parse_override_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"key\.sub=value"):
+        parse_override(text)
+
+
+def test_overrides_apply_over_the_file(repo_root: Path) -> None:
+    path = repo_root / "configs" / "speech_commands" / "cnn.yaml"
+    config = load_config(path, ["train.lr=0.1", "augment.noise.p=0", "train.lr=1e-3",
+                                "model.params.drop_rate=0.3", "folds.k=3"])
+    assert config.train.lr == pytest.approx(0.001)  # the last override wins
+    assert config.augment.noise.p == 0.0
+    assert config.augment.noise.min_snr_db == load_config(path).augment.noise.min_snr_db
+    assert config.model.params["drop_rate"] == pytest.approx(0.3)
+    assert config.folds.k == 3
+
+
+# ---------------------------------------------------------------- base chains
+
+
+def test_base_chain_merges_recursively(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "shared" / "root.yaml",
+               {"train": {"epochs": 3, "lr": 0.5, "batch_size": 8}, "folds": {"k": 4}})
+    write_yaml(tmp_path / "shared" / "middle.yaml",
+               {"base": "root.yaml", "train": {"lr": 0.2}, "augment": {"gain": {"p": 1.0}}})
+    path = write_yaml(tmp_path / "experiments" / "leaf.yaml",
+                      {"base": "../shared/middle.yaml", "experiment": "leaf",
+                       "train": {"batch_size": 16}, "augment": {"gain": {"max_db": 3.0}}})
+    config = load_config(path)
+    assert config.experiment == "leaf"
+    assert (config.train.epochs, config.train.lr, config.train.batch_size) == (3, 0.2, 16)
+    assert config.folds.k == 4
+    assert (config.augment.gain.p, config.augment.gain.max_db) == (1.0, 3.0)
+    assert config.augment.gain.min_db == -6.0  # untouched default
+
+
+def test_base_cycle_is_a_clear_error(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write_yaml(tmp_path / "b.yaml", {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match="cycle") as error:
+        load_config(tmp_path / "a.yaml")
+    assert "a.yaml" in str(error.value) and "b.yaml" in str(error.value)
+
+
+def test_missing_base_file_names_it(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "exp.yaml", {"base": "gone.yaml"})
+    with pytest.raises(ConfigError, match=r"gone\.yaml"):
+        load_config(path)
+
+
+def test_a_top_level_list_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+# ---------------------------------------------------------------- types and names
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.epochs=many", "train.epochs"),
+        ("train.device=tpu", "train.device"),
+        ("augment.noise.p=2", "augment.noise.p"),
+        ("model.params.drop_rate=lots", "model.params.drop_rate"),
+        ("task.params.label_mode=phonemes", "task.params.label_mode"),
+    ],
+)
+def test_wrong_types_and_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert f"'{key}'" in str(error.value)
+
+
+def test_unknown_model_name_lists_the_known_models() -> None:
+    with pytest.raises((ConfigError, KeyError), match=r"unknown model 'nope'.*cnn"):
+        load_config(None, ["model.name=nope"])
+
+
+def test_unknown_task_name_lists_the_known_tasks() -> None:
+    with pytest.raises((ConfigError, KeyError), match=r"unknown task 'nope'.*speech_commands"):
+        load_config(None, ["task.name=nope"])
+
+
+# ---------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize(
+    "path", CONFIG_FILES, ids=[str(p.relative_to(REPO_ROOT)) for p in CONFIG_FILES]
+)
+def test_save_then_load_round_trips(tmp_path: Path, path: Path) -> None:
+    config = load_config(path, ["train.threads=2", "folds.file=folds/custom.csv"])
+    saved = tmp_path / "run" / "config.yaml"
+    save_config(config, saved)
+    again = load_config(saved)
+    assert again.model_dump() == config.model_dump()
+    assert again.digest() == config.digest()
+    assert [p.name for p in saved.parent.iterdir()] == ["config.yaml"]  # no temp files

@@ -1,0 +1,162 @@
+"""folds -> train-fold (every fold) -> stack -> submission through the CLI, on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from speechstack.cli import main
+from speechstack.tasks.speech_commands import LABELS
+
+TINY = [
+    "--set",
+    "model.params.backbone=test_resnet",
+    "--set",
+    "model.params.backbone_args={}",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "folds.k=3",
+    "--set",
+    "task.params.silence_clips=12",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*argv: str) -> None:
+    assert main(list(argv)) == 0, argv
+
+
+def test_folds_train_stack_submission(
+    workdir: Path, tiny_speech_commands: Path, repo_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = str(repo_root / "configs" / "speech_commands" / "cnn.yaml")
+    common = ["--config", config, "--data", str(tiny_speech_commands), *TINY]
+    run("folds", *common)
+    folds = pl.read_csv("folds/speech_commands.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
+
+    for fold in range(3):
+        run("train-fold", *common, "--fold", str(fold))
+    run_dir = workdir / "runs" / "speech_commands" / "cnn"
+    for fold in range(3):
+        folder = run_dir / f"fold{fold}"
+        assert {p.name for p in folder.iterdir()} == {
+            "model.pt",
+            "oof.parquet",
+            "test.parquet",
+            "metrics.json",
+            "history.csv",
+            "config.yaml",
+        }
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["fold"] == fold and 0.0 <= metrics["val_accuracy"] <= 1.0
+
+    # OOF coverage: every folded clip predicted exactly once, by the model of its own fold.
+    oof = pl.concat(
+        pl.read_parquet(run_dir / f"fold{k}" / "oof.parquet").with_columns(pl.lit(k).alias("k"))
+        for k in range(3)
+    )
+    assert oof.height == folds.height
+    assert not oof["fname"].is_duplicated().any()
+    joined = folds.join(oof, on="fname")
+    assert (joined["fold"] == joined["k"]).all()
+    assert oof.columns == ["fname", *LABELS, "k"]
+    sums = oof.select(pl.sum_horizontal(LABELS)).to_series()
+    assert ((sums - 1).abs() < 1e-4).all()
+
+    # Re-running a finished fold skips it (resume) without touching its files.
+    before = (run_dir / "fold0" / "model.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    run("train-fold", *common, "--fold", "0")
+    assert "skipped" in capsys.readouterr().out
+    assert (run_dir / "fold0" / "model.pt").stat().st_mtime_ns == before
+
+    run("stack", *common)
+    stack_metrics = json.loads((workdir / "runs/speech_commands/stack/metrics.json").read_text())
+    assert set(stack_metrics["experiments"]) == {"cnn"}
+    assert 0.0 <= stack_metrics["stack_accuracy"] <= 1.0
+    stack_oof = pl.read_parquet(workdir / "runs/speech_commands/stack/oof.parquet")
+    assert set(stack_oof["fname"]) == set(folds["fname"])
+
+    capsys.readouterr()
+    run("submission", *common)
+    out = capsys.readouterr().out
+    assert "demo test-set accuracy" in out
+    files = list((workdir / "submissions").glob("speech_commands-*-cv*.csv"))
+    assert len(files) == 1
+    submission = pl.read_csv(files[0])
+    sample = pl.read_csv(tiny_speech_commands / "sample_submission.csv")
+    assert submission.columns == ["fname", "label"]
+    assert submission["fname"].to_list() == sample["fname"].to_list()
+    assert set(submission["label"]) <= set(LABELS)
+    score = float(files[0].stem.split("-cv")[1])
+    assert score == pytest.approx(stack_metrics["stack_accuracy"], abs=1e-4)
+
+    # A second submission never overwrites the first.
+    run("submission", *common)
+    assert len(list((workdir / "submissions").glob("*.csv"))) == 2
+
+    # Submitting: dry run prints the exact kaggle command.
+    capsys.readouterr()
+    run("submit", "--file", str(files[0]), "--message", "tiny", "--dry-run")
+    out = capsys.readouterr().out
+    assert "competitions submit -c tensorflow-speech-recognition-challenge" in out
+    assert str(files[0]) in out
+
+
+def test_config_change_under_same_experiment_is_refused(
+    workdir: Path, tiny_speech_commands: Path, repo_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = str(repo_root / "configs" / "speech_commands" / "cnn.yaml")
+    common = [
+        "--config",
+        config,
+        "--data",
+        str(tiny_speech_commands),
+        *TINY,
+        "--set",
+        "train.epochs=1",
+    ]
+    run("folds", *common)
+    run("train-fold", *common, "--fold", "1")
+    assert main(["train-fold", *common, "--set", "train.lr=0.01", "--fold", "1"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_interrupted_fold_leaves_nothing(
+    workdir: Path, tiny_speech_commands: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during training: no fold folder, no temp folder; a re-run trains it."""
+    from speechstack import train as train_module
+    from speechstack.config import load_config
+    from speechstack.folds import write_folds
+    from speechstack.tasks import create_task
+
+    config = load_config(
+        repo_root / "configs" / "speech_commands" / "cnn.yaml",
+        [f"task.data_dir={tiny_speech_commands}", *TINY[1::2], "train.epochs=1"],
+    )
+    write_folds(create_task(config.task).train_manifest(), config.folds_file, 3, 0)
+
+    def interrupt(epoch: int, accuracy: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_fold(config, 2, progress=False, epoch_callback=interrupt)
+    parent = config.run_dir
+    assert not parent.exists() or not any(parent.iterdir())
+    metrics = train_module.train_fold(config, 2, progress=False)
+    assert (parent / "fold2" / "metrics.json").is_file() and metrics["fold"] == 2
+    assert os.listdir(parent) == ["fold2"]

@@ -1,0 +1,170 @@
+"""speechstack.features: log-mel against librosa, SpecAugment, level-invariant norm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from speechstack.audio import read_audio
+from speechstack.config import FeatureConfig, SpecAugmentConfig
+from speechstack.features import FrequencyNorm, LogMel, LogMelFrontEnd, SpecAugment, frame_count
+
+RATE = 16_000
+TOLERANCE_DB = 1e-3
+FLOOR_DB = -80.0
+
+
+def librosa_log_mel(waveform: np.ndarray) -> np.ndarray:
+    power = librosa.feature.melspectrogram(
+        y=waveform, sr=RATE, n_fft=512, hop_length=160, win_length=400, window="hann",
+        center=True, pad_mode="constant", power=2.0, n_mels=64, fmin=20, fmax=8000,
+    )
+    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
+
+
+def torch_log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    log_mel = LogMel(config, RATE)
+    with torch.no_grad():
+        return log_mel(torch.from_numpy(waveform)[None])[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def speech(tiny_speech_commands: Path) -> np.ndarray:
+    clip = sorted((tiny_speech_commands / "train" / "audio" / "yes").glob("*.wav"))[0]
+    return read_audio(clip, RATE)
+
+
+def white_noise(samples: int = RATE) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-0.5, 0.5, samples).astype(np.float32)
+
+
+@pytest.mark.parametrize("f_max", [8000.0, None], ids=["f_max=8000", "f_max=None"])
+@pytest.mark.parametrize("source", ["speech", "white-noise", "noise-odd-length"])
+def test_log_mel_matches_librosa(
+    request: pytest.FixtureRequest, tiny_speech_commands: Path, source: str,
+    f_max: float | None,
+) -> None:
+    """Same shape as librosa (power_to_db of melspectrogram, n_fft 512, win 400, hop 160,
+    64 mels, 20-8000 Hz, centred zero-padded STFT) and within 1e-3 dB on every cell above
+    -80 dB (float32 STFT rounding; measured ~2e-4 dB on speech)."""
+    if source == "speech":
+        waveform = request.getfixturevalue("speech")
+    elif source == "white-noise":
+        waveform = white_noise()
+    else:
+        noise = tiny_speech_commands / "train" / "audio" / "_background_noise_" / "pink_noise.wav"
+        waveform = read_audio(noise, RATE)[:12_345]
+    expected = librosa_log_mel(waveform)
+    actual = torch_log_mel(waveform, FeatureConfig(f_max=f_max))
+    assert actual.shape == expected.shape == (64, frame_count(len(waveform), 160))
+    audible = expected > FLOOR_DB
+    assert audible.mean() > 0.9  # the comparison covers nearly every cell
+    assert np.abs(actual - expected)[audible].max() < TOLERANCE_DB
+
+
+@pytest.mark.parametrize("samples", [16_000, 15_999, 12_345, 160])
+def test_frames_are_one_plus_samples_over_hop(samples: int) -> None:
+    features = LogMel(FeatureConfig(), RATE)(torch.zeros(2, samples))
+    assert features.shape == (2, 64, 1 + samples // 160)
+    assert frame_count(samples, 160) == 1 + samples // 160
+
+
+def test_log_mel_of_silence_is_the_floor_not_nan() -> None:
+    features = LogMel(FeatureConfig(), RATE)(torch.zeros(1, RATE))
+    assert torch.isfinite(features).all()
+    assert torch.allclose(features, torch.full_like(features, -100.0))
+
+
+# ---------------------------------------------------------------- SpecAugment
+
+
+def random_features(batch: int = 8) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 64, 101, generator=generator) * 10 - 40
+
+
+def test_spec_augment_is_the_identity_in_eval_mode() -> None:
+    augment = SpecAugment(SpecAugmentConfig(p=1.0, time_width=30, freq_width=30)).eval()
+    features = random_features()
+    assert torch.equal(augment(features), features)
+
+
+def test_spec_augment_is_the_identity_with_p_zero() -> None:
+    augment = SpecAugment(SpecAugmentConfig(p=0.0, time_width=30, freq_width=30)).train()
+    features = random_features()
+    assert torch.equal(augment(features), features)
+
+
+def test_spec_augment_masks_time_frames_and_mel_bins_with_the_example_mean() -> None:
+    torch.manual_seed(0)
+    config = SpecAugmentConfig(p=1.0, time_masks=2, time_width=10, freq_masks=2, freq_width=8)
+    augment = SpecAugment(config).train()
+    features = random_features()
+    augmented = augment(features)
+    assert augmented.shape == features.shape
+    masked_frames = masked_bins = 0
+    for example, original in zip(augmented, features, strict=True):
+        mean = original.mean()
+        changed = example != original
+        assert torch.all(example[changed] == mean)  # masked cells hold the example's mean
+        at_mean = example == mean
+        frames = at_mean.all(dim=0)  # (frames,) whole time frames masked
+        bins = at_mean.all(dim=1)  # (n_mels,) whole mel bins masked
+        assert frames.sum() <= config.time_masks * config.time_width
+        assert bins.sum() <= config.freq_masks * config.freq_width
+        masked_frames += int(frames.sum())
+        masked_bins += int(bins.sum())
+        # Every changed cell lies in a masked frame or a masked bin.
+        assert torch.all(changed <= (frames[None, :] | bins[:, None]))
+    assert masked_frames > 0 and masked_bins > 0
+
+
+def test_spec_augment_does_not_modify_its_input() -> None:
+    torch.manual_seed(0)
+    augment = SpecAugment(SpecAugmentConfig(p=1.0, time_width=30, freq_width=30)).train()
+    features = random_features()
+    copy = features.clone()
+    augment(features)
+    assert torch.equal(features, copy)
+
+
+# ---------------------------------------------------------------- FrequencyNorm
+
+
+def test_frequency_norm_subtracts_each_examples_mean() -> None:
+    norm = FrequencyNorm(64).eval()  # fresh running stats: mean 0, var 1, affine identity
+    features = random_features(4)
+    expected = features - features.mean(dim=(1, 2), keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(norm(features), expected, atol=1e-3, rtol=1e-4)
+
+
+def test_frequency_norm_output_is_invariant_to_input_gain(speech: np.ndarray) -> None:
+    log_mel = LogMel(FeatureConfig(), RATE)
+    norm = FrequencyNorm(64)
+    waveform = torch.from_numpy(speech)[None]
+    quieter = waveform * 10 ** (-20 / 20)  # -20 dB
+    with torch.no_grad():
+        norm.train()
+        # One training step on a batch holding the clip at two levels: batch statistics
+        # see the two as one, so the outputs are equal too.
+        both = norm(log_mel(torch.cat([waveform, quieter])))
+        torch.testing.assert_close(both[0], both[1], atol=1e-3, rtol=0)
+        assert norm.norm.num_batches_tracked.item() == 1
+        norm.eval()
+        loud, quiet = norm(log_mel(waveform)), norm(log_mel(quieter))
+    torch.testing.assert_close(loud, quiet, atol=1e-3, rtol=0)
+    assert (log_mel(waveform) - log_mel(quieter)).mean().item() == pytest.approx(20.0, abs=0.05)
+
+
+def test_front_end_in_eval_mode_is_deterministic(speech: np.ndarray) -> None:
+    front_end = LogMelFrontEnd(FeatureConfig(), RATE, SpecAugmentConfig(p=1.0)).eval()
+    waveform = torch.from_numpy(speech)[None].repeat(2, 1)
+    with torch.no_grad():
+        first, second = front_end(waveform), front_end(waveform)
+    assert first.shape == (2, 64, 101)
+    assert torch.equal(first, second) and torch.isfinite(first).all()
