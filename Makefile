@@ -13,12 +13,15 @@ DRY_RUN     ?=
 FILE        ?=
 MSG         ?=
 SPEAKERS    ?= 60
+NPROC       ?=
 PYTHON      ?= python3
 
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLI    := $(BIN)/speechstack
+# NPROC=n: data-parallel training, one process per GPU (torchrun; gloo on CPU)
+TRAIN  := $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m speechstack.cli,$(CLI))
 COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
@@ -26,7 +29,7 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=$(TASK) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA) EXP= EXPERIMENTS= SET='key=value ...' FORCE=1 DRY_RUN=1"
+	@echo "  variables: TASK=$(TASK) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA) EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1"
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +48,10 @@ folds: $(STAMP) ## write folds/<task>.csv (written once; FORCE=1 rewrites)
 	$(CLI) folds $(COMMON) $(if $(FORCE),--force)
 
 train-fold: $(STAMP) ## train fold FOLD of MODEL: runs/<task>/<experiment>/fold<k>/
-	$(CLI) train-fold $(COMMON) --fold $(FOLD)
+	$(TRAIN) train-fold $(COMMON) --fold $(FOLD)
 
 train: $(STAMP) ## train every fold of MODEL (finished folds are skipped)
-	$(CLI) train $(COMMON)
+	$(TRAIN) train $(COMMON)
 
 stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
 	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))

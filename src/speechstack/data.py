@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 from tqdm.auto import tqdm
 
 from speechstack.audio import fit_length, read_audio
@@ -165,13 +165,28 @@ def make_loader(
     num_workers: int,
     seed: int,
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> DataLoader:
+    """A seeded loader. ``shard=(rank, world_size)`` gives each data-parallel rank its own
+    part of the (seeded, per-epoch reshuffled: call ``loader.sampler.set_epoch``) order."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = None
+    if shard is not None:
+        rank, world_size = shard
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
         num_workers=num_workers,
         worker_init_fn=seed_worker,
         generator=generator,

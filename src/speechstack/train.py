@@ -32,7 +32,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
@@ -43,6 +43,7 @@ from speechstack.data import (
     build_waveform_augment,
     make_loader,
 )
+from speechstack.distributed import Distributed
 from speechstack.folds import attach_folds, read_folds
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import Task, create_task
@@ -270,8 +271,11 @@ def train_fold(
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed = config.train.seed + 1000 * fold
-    seed_everything(seed)
-    device = resolve_device(config.train.device)
+    distributed = Distributed.from_environment()
+    device = distributed.device(resolve_device(config.train.device))
+    distributed.initialise(device)
+    progress = progress and distributed.is_main
+    seed_everything(seed + distributed.rank)
     precision = Precision.choose(device, config.train.amp)
     task = create_task(config.task)
     data = FoldData(config, task, fold, progress)
@@ -300,7 +304,8 @@ def train_fold(
         shuffle=True,
         num_workers=config.train.num_workers,
         seed=seed,
-        drop_last=len(train_set) > config.train.batch_size,
+        drop_last=len(train_set) > config.train.batch_size * distributed.world_size,
+        shard=(distributed.rank, distributed.world_size) if distributed.enabled else None,
     )
     valid_loader = make_loader(
         valid_set,
@@ -316,7 +321,8 @@ def train_fold(
         features=config.features,
         spec_augment=config.augment.spec_augment,
     )
-    model = create_model(config.model.name, context, **config.model.params).to(device)
+    network = create_model(config.model.name, context, **config.model.params).to(device)
+    model = distributed.wrap(network, device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
     )
@@ -330,6 +336,8 @@ def train_fold(
     best: dict[str, Any] = {"accuracy": -1.0, "loss": math.inf}
     for epoch in range(config.train.epochs):
         epoch_start = time.perf_counter()
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(
             model,
             train_loader,
@@ -342,7 +350,7 @@ def train_fold(
             f"fold {fold} epoch {epoch + 1}/{config.train.epochs}",
             progress,
         )
-        probabilities = predict_probabilities(model, valid_loader, precision)
+        probabilities = predict_probabilities(network, valid_loader, precision)
         val_loss, val_accuracy = _evaluate(probabilities, data.valid_targets, data.class_to_label)
         history.append(
             {
@@ -364,7 +372,7 @@ def train_fold(
                 "loss": val_loss,
                 "epoch": epoch + 1,
                 "state": copy.deepcopy(
-                    {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                    {k: v.detach().cpu() for k, v in network.state_dict().items()}
                 ),
                 "probabilities": probabilities,
             }
@@ -372,13 +380,13 @@ def train_fold(
             epoch_callback(epoch, val_accuracy)
     train_seconds = time.perf_counter() - started
 
-    model.load_state_dict(best["state"])
+    network.load_state_dict(best["state"])
     oof = probability_frame(
         data.valid["fname"], best["probabilities"] @ data.class_to_label, data.labels
     )
     test = None
     test_seconds = 0.0
-    if data.test is not None:
+    if data.test is not None and distributed.is_main:
         test_start = time.perf_counter()
         test_set = ClipDataset(data.test, audio.sample_rate, audio.clip_samples)
         test_loader = make_loader(
@@ -388,7 +396,7 @@ def train_fold(
             num_workers=config.predict.num_workers,
             seed=seed,
         )
-        test_probabilities = predict_probabilities(model, test_loader, precision, progress)
+        test_probabilities = predict_probabilities(network, test_loader, precision, progress)
         test = probability_frame(
             data.test["fname"], test_probabilities @ data.class_to_label, data.labels
         )
@@ -406,22 +414,25 @@ def train_fold(
         "test_clips": 0 if test is None else test.height,
         "train_seconds": round(train_seconds, 2),
         "test_seconds": round(test_seconds, 2),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in network.parameters()),
         "device": str(device),
+        "world_size": distributed.world_size,
         "precision": str(precision.dtype).removeprefix("torch."),
         "fingerprint": config_fingerprint(config),
     }
-    with atomic_directory(fold_dir(config, fold)) as folder:
-        torch.save(
-            {"state_dict": best["state"], "classes": data.classes, "labels": data.labels},
-            folder / "model.pt",
-        )
-        atomic_write_frame(folder / "oof.parquet", oof)
-        if test is not None:
-            atomic_write_frame(folder / "test.parquet", test)
-        atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
-        save_config(config, folder / "config.yaml")
-        atomic_write_json(folder / "metrics.json", metrics)
+    if distributed.is_main:
+        with atomic_directory(fold_dir(config, fold)) as folder:
+            torch.save(
+                {"state_dict": best["state"], "classes": data.classes, "labels": data.labels},
+                folder / "model.pt",
+            )
+            atomic_write_frame(folder / "oof.parquet", oof)
+            if test is not None:
+                atomic_write_frame(folder / "test.parquet", test)
+            atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
+            save_config(config, folder / "config.yaml")
+            atomic_write_json(folder / "metrics.json", metrics)
+    distributed.barrier()
     return metrics
 
 
