@@ -167,6 +167,7 @@ class StackConfig(Strict):
 class Config(Strict):
     experiment: str = "cnn"  # run folder: runs/<task>/<experiment>/
     runs_dir: Path = Path("runs")
+    cache_dir: Path | None = Path("cache")  # decoded-waveform cache (None: decode every run)
     task: TaskConfig = Field(default_factory=TaskConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)

@@ -6,6 +6,8 @@ epoch; augmentation is drawn from a seeded generator per worker, never the clock
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 from tqdm.auto import tqdm
 
+from speechstack.artifacts import atomic_path
 from speechstack.audio import fit_length, read_audio
 from speechstack.config import AugmentConfig
 
@@ -80,27 +83,68 @@ def decode_clip(row: dict, sample_rate: int) -> np.ndarray:
     return waveform
 
 
-class WaveformStore:
-    """Every clip of a manifest decoded once, fitted to ``clip_samples`` and kept in memory
-    as ``(clips, clip_samples)`` float32 (4 bytes x samples per clip)."""
+CACHE_VERSION = 1  # bump when decoding changes, so old cache files are not reused
 
-    def __init__(
-        self,
+
+class WaveformStore:
+    """Every clip of a manifest decoded once and fitted to ``clip_samples``:
+    ``waveforms`` is ``(clips, clip_samples)`` float32, row i = manifest row i.
+
+    With a ``cache_dir`` the array is saved as ``waveforms-<key>.npy`` and later runs
+    (every fold, every experiment) memory-map it instead of decoding again; RAM then holds
+    only the pages in use. The key hashes the audio settings and each clip's path, segment,
+    gain, file size and modification time, so changed settings or files never hit a stale
+    cache.
+    """
+
+    def __init__(self, waveforms: np.ndarray) -> None:
+        self.waveforms = waveforms
+
+    @classmethod
+    def build(
+        cls,
         manifest: pl.DataFrame,
         sample_rate: int,
         clip_samples: int,
+        cache_dir: Path | None = None,
         progress: bool = True,
-        description: str = "decode",
-    ) -> None:
-        self.waveforms = np.zeros((manifest.height, clip_samples), dtype=np.float32)
+    ) -> WaveformStore:
+        if cache_dir is None:
+            return cls(cls._decode(manifest, sample_rate, clip_samples, progress))
+        path = Path(cache_dir) / f"waveforms-{cache_key(manifest, sample_rate, clip_samples)}.npy"
+        if not path.is_file():
+            waveforms = cls._decode(manifest, sample_rate, clip_samples, progress)
+            with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
+                np.save(stream, waveforms)
+        return cls(np.load(path, mmap_mode="r"))
+
+    @staticmethod
+    def _decode(
+        manifest: pl.DataFrame, sample_rate: int, clip_samples: int, progress: bool
+    ) -> np.ndarray:
+        waveforms = np.zeros((manifest.height, clip_samples), dtype=np.float32)
         rows = manifest.select("path", "start", "duration", "gain_db").iter_rows(named=True)
         for index, row in enumerate(
-            tqdm(rows, total=manifest.height, desc=description, disable=not progress, leave=False)
+            tqdm(rows, total=manifest.height, desc="decode", disable=not progress, leave=False)
         ):
-            self.waveforms[index] = fit_length(decode_clip(row, sample_rate), clip_samples)
+            waveforms[index] = fit_length(decode_clip(row, sample_rate), clip_samples)
+        return waveforms
 
     def __len__(self) -> int:
         return self.waveforms.shape[0]
+
+
+def cache_key(manifest: pl.DataFrame, sample_rate: int, clip_samples: int) -> str:
+    """Hash of everything the decoded array depends on (see ``WaveformStore``)."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{sample_rate}:{clip_samples}".encode())
+    for path, start, duration, gain_db in manifest.select(
+        "path", "start", "duration", "gain_db"
+    ).iter_rows():
+        stat = os.stat(path)
+        digest.update(
+            f"|{path}:{start}:{duration}:{gain_db}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        )
+    return digest.hexdigest()[:20]
 
 
 class ClipDataset(Dataset):
@@ -117,6 +161,7 @@ class ClipDataset(Dataset):
         clip_samples: int,
         targets: np.ndarray | None = None,
         store: WaveformStore | None = None,
+        store_rows: np.ndarray | None = None,
         augment: WaveformTransform | None = None,
         seed: int = 0,
     ) -> None:
@@ -125,6 +170,8 @@ class ClipDataset(Dataset):
         self.clip_samples = clip_samples
         self.targets = targets if targets is not None else np.full(len(self.rows), -1)
         self.store = store
+        # item i reads store row store_rows[i] (a fold's subset of a whole-manifest store)
+        self.store_rows = store_rows if store_rows is not None else np.arange(len(self.rows))
         self.augment = augment
         self.rng = np.random.default_rng(seed)
 
@@ -133,13 +180,14 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.store is not None:
-            waveform = self.store.waveforms[index]
+            # a copy: the store may be a read-only memory map
+            waveform = np.array(self.store.waveforms[self.store_rows[index]], dtype=np.float32)
         else:
             waveform = fit_length(
                 decode_clip(self.rows[index], self.sample_rate), self.clip_samples
             )
         if self.augment is not None:
-            waveform = self.augment(waveform.copy(), self.sample_rate)
+            waveform = self.augment(waveform, self.sample_rate)
             waveform = fit_length(waveform, self.clip_samples, self.rng)
         return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), int(
             self.targets[index]

@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 # Settings that do not change what a run computes; ignored when checking that a finished
 # fold belongs to the same experiment.
-RESULT_NEUTRAL = {("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",)}
+RESULT_NEUTRAL = {
+    ("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",), ("cache_dir",)
+}  # fmt: skip
 
 
 class RunMismatchError(RuntimeError):
@@ -159,18 +161,18 @@ class FoldData:
         if unknown_targets:
             raise ValueError(f"targets outside the task's classes: {sorted(unknown_targets)}")
         index = {name: i for i, name in enumerate(self.classes)}
-        self.train = manifest.filter(pl.col("fold") != fold)
-        self.valid = manifest.filter(pl.col("fold") == fold)
+        in_fold = manifest["fold"].to_numpy() == fold
+        self.train_rows, self.valid_rows = np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
+        self.train = manifest[self.train_rows.tolist()]
+        self.valid = manifest[self.valid_rows.tolist()]
         self.train_targets = self.train["target"].replace_strict(index).to_numpy()
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
         self.test = task.test_manifest()
-        audio = config.audio
-        self.train_store = WaveformStore(
-            self.train, audio.sample_rate, audio.clip_samples, progress, "decode train"
-        )
-        self.valid_store = WaveformStore(
-            self.valid, audio.sample_rate, audio.clip_samples, progress, "decode valid"
-        )
+        # One store for the whole manifest: every fold (and experiment) reuses its cache file.
+        self.store = WaveformStore.build(
+            manifest, config.audio.sample_rate, config.audio.clip_samples,
+            config.cache_dir, progress,
+        )  # fmt: skip
 
 
 def predict_probabilities(
@@ -287,7 +289,8 @@ def train_fold(
         audio.sample_rate,
         audio.clip_samples,
         data.train_targets,
-        store=data.train_store,
+        store=data.store,
+        store_rows=data.train_rows,
         augment=augment,
         seed=seed,
     )
@@ -296,7 +299,8 @@ def train_fold(
         audio.sample_rate,
         audio.clip_samples,
         data.valid_targets,
-        store=data.valid_store,
+        store=data.store,
+        store_rows=data.valid_rows,
     )
     train_loader = make_loader(
         train_set,
