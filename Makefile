@@ -14,8 +14,11 @@ FILE        ?=
 MSG         ?=
 SPEAKERS    ?= 60
 NPROC       ?=
+FAMILIES    ?= cnn convs2s lstm gru wav2vec2 ast whisper
 PYTHON      ?= python3
 
+space  := $(subst ,, )
+comma  := ,
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -25,7 +28,7 @@ TRAIN  := $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -
 COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-demo folds train-fold train stack submission submit demo test test-all lint clean
+.PHONY: help install data-demo folds train-fold train stack leaderboard bench-models submission submit demo test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +58,16 @@ train: $(STAMP) ## train every fold of MODEL (finished folds are skipped)
 
 stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
 	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+
+leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
+	$(CLI) leaderboard $(COMMON)
+
+bench-models: $(STAMP) ## train every family in FAMILIES on all folds of the demo data, print the table, stack them all
+	$(MAKE) --no-print-directory data-demo
+	@[ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds
+	@for model in $(FAMILIES); do $(MAKE) --no-print-directory train MODEL=$$model || exit 1; done
+	$(CLI) leaderboard $(COMMON)
+	$(CLI) stack $(COMMON) --experiments $(subst $(space),$(comma),$(strip $(FAMILIES)))
 
 submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack
 	$(CLI) submission $(COMMON)

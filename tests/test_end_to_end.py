@@ -90,7 +90,14 @@ def test_folds_train_stack_submission(
     stack_oof = pl.read_parquet(workdir / "runs/speech_commands/stack/oof.parquet")
     assert set(stack_oof["fname"]) == set(folds["fname"])
 
+    # The leaderboard's CV accuracy is the stacker's per-experiment number.
     capsys.readouterr()
+    run("leaderboard", *common)
+    board = capsys.readouterr().out.splitlines()
+    cnn_row = next(line.split() for line in board if line.startswith("cnn "))
+    assert cnn_row[1] == "3/3"
+    assert float(cnn_row[2]) == pytest.approx(stack_metrics["experiments"]["cnn"], abs=1e-4)
+
     run("submission", *common)
     out = capsys.readouterr().out
     assert "demo test-set accuracy" in out

@@ -5,6 +5,7 @@
     speechstack train-fold  --config ... --fold 0
     speechstack train       --config ...                       all folds (finished ones skipped)
     speechstack stack       --config ... [--experiments cnn,other]
+    speechstack leaderboard --config ...                       every experiment: CV, size, speed
     speechstack submission  --config ... [--source stack]
     speechstack submit      [--file F] [--message M] [--dry-run]
 
@@ -132,6 +133,29 @@ def cmd_stack(args: argparse.Namespace) -> None:
     print(f"wrote {run_root / config.stack.name}")
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from speechstack.leaderboard import leaderboard
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    labels = create_task(config.task).labels
+    entries = leaderboard(config.runs_dir / config.task.name, config.folds_file, labels)
+    rows = [
+        (
+            e.experiment,
+            f"{e.folds_done}/{config.folds.k}",
+            "-" if e.cv_accuracy is None else e.cv_accuracy,
+            e.mean_fold_accuracy,
+            f"{e.parameters / 1e6:.2f}M",
+            f"{e.train_seconds:.0f}",
+            "-" if e.inference_clips_per_second is None else f"{e.inference_clips_per_second:.0f}",
+        )
+        for e in entries
+    ]
+    headers = ["experiment", "folds", "CV acc", "mean fold acc", "params", "train s"]
+    print(format_table([*headers, "infer clips/s"], rows))
+
+
 def cmd_submission(args: argparse.Namespace) -> None:
     import polars as pl
 
@@ -246,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack = verb("stack", cmd_stack, "LightGBM stack over experiments' OOF predictions")
     _add_config_arguments(stack)
     stack.add_argument("--experiments", help="comma-separated experiment names")
+
+    board = verb("leaderboard", cmd_leaderboard, "table of every experiment of the task")
+    _add_config_arguments(board)
 
     submission = verb("submission", cmd_submission, "write a validated submission CSV")
     _add_config_arguments(submission)
