@@ -64,4 +64,4 @@ def create_model(name: str, context: ModelContext, **params: Any) -> nn.Module:
 
 
 # Register the built-in families (import for the side effect of @register_model).
-from speechstack.models import cnn  # noqa: E402, F401
+from speechstack.models import cnn, convs2s, recurrent  # noqa: E402, F401
