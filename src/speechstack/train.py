@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 # Settings that do not change what a run computes; ignored when checking that a finished
 # fold belongs to the same experiment.
 RESULT_NEUTRAL = {
-    ("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",), ("cache_dir",)
+    ("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",), ("cache_dir",),
+    ("stack",), ("tune",),
 }  # fmt: skip
 
 
