@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
+import yaml
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
@@ -135,13 +137,22 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
     if not metrics_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text())
-    if metrics.get("fingerprint") != config_fingerprint(config):
+    if _saved_fingerprint(folder / "config.yaml") != config_fingerprint(config):
         raise RunMismatchError(
             f"{folder} was trained with a different config than {config.experiment!r} now has "
             f"(see {folder / 'config.yaml'}). Use a new experiment name "
             "(experiment=... / EXP=...), or delete the folder to retrain it."
         )
     return metrics
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    """The fingerprint of a fold's saved config under today's rules (None if unreadable),
+    so settings that later became result-neutral do not invalidate finished folds."""
+    try:
+        return config_fingerprint(Config.model_validate(yaml.safe_load(path.read_text())))
+    except (OSError, yaml.YAMLError, ValidationError):
+        return None
 
 
 class FoldData:
@@ -423,7 +434,6 @@ def train_fold(
         "device": str(device),
         "world_size": distributed.world_size,
         "precision": str(precision.dtype).removeprefix("torch."),
-        "fingerprint": config_fingerprint(config),
     }
     if distributed.is_main:
         with atomic_directory(fold_dir(config, fold)) as folder:
