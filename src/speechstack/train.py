@@ -333,6 +333,7 @@ def train_fold(
 
     context = ModelContext(
         num_classes=len(data.classes),
+        class_names=tuple(data.classes),
         audio=audio,
         features=config.features,
         spec_augment=config.augment.spec_augment,

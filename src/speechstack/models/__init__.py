@@ -23,6 +23,7 @@ class ModelContext:
     """What every family needs besides its own params."""
 
     num_classes: int
+    class_names: tuple[str, ...] = ()  # names of the classes, in logit order (HF id2label)
     audio: AudioConfig = field(default_factory=AudioConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -64,4 +65,4 @@ def create_model(name: str, context: ModelContext, **params: Any) -> nn.Module:
 
 
 # Register the built-in families (import for the side effect of @register_model).
-from speechstack.models import cnn, convs2s, recurrent  # noqa: E402, F401
+from speechstack.models import ast, cnn, convs2s, recurrent, wav2vec2, whisper  # noqa: E402, F401
