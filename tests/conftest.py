@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests never touch the network: make Hugging Face / timm hub calls fail at once instead of
+# retrying (read by huggingface_hub when it is first imported, so set before any import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 from collections.abc import Callable
 from pathlib import Path
 
