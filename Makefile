@@ -15,6 +15,10 @@ MSG         ?=
 SPEAKERS    ?= 60
 NPROC       ?=
 FAMILIES    ?= cnn convs2s lstm gru wav2vec2 ast whisper
+TRIALS      ?=
+WORKERS     ?= 1
+STORAGE     ?=
+PORT        ?= 8080
 PYTHON      ?= python3
 
 space  := $(subst ,, )
@@ -26,13 +30,16 @@ CLI    := $(BIN)/speechstack
 # NPROC=n: data-parallel training, one process per GPU (torchrun; gloo on CPU)
 TRAIN  := $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m speechstack.cli,$(CLI))
 COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(foreach s,$(SET),--set $(s))
+# STORAGE=postgresql://user:password@host/db: a shared Optuna storage (default studies/<task>.db)
+STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-demo folds train-fold train stack leaderboard bench-models submission submit demo test test-all lint clean
+.PHONY: help install data-demo folds train-fold train stack leaderboard bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=$(TASK) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA) EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1"
+	@echo "  tuning:    TRIALS= (default tune.trials) WORKERS=$(WORKERS) STORAGE=postgresql://... PORT=$(PORT)"
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +90,18 @@ demo: $(STAMP) ## set up, make demo data, folds, train all folds, stack, write a
 	$(MAKE) --no-print-directory stack && \
 	$(MAKE) --no-print-directory submission && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
+
+tune: $(STAMP) ## Optuna study <task>-<experiment> over MODEL's tune.space: TRIALS in all, WORKERS processes
+	$(CLI) tune $(COMMON) $(STORE) $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS)
+
+best-config: $(STAMP) ## write the study's best trial as configs/<task>/<experiment>-best.yaml (make train MODEL=<experiment>-best)
+	$(CLI) tune $(COMMON) $(STORE) --export
+
+dashboard: $(STAMP) ## optuna-dashboard on the study storage at http://127.0.0.1:PORT (Ctrl-C stops it)
+	$(CLI) dashboard $(COMMON) $(STORE) --port $(PORT)
+
+dashboard-screenshot: $(STAMP) ## PNG of the study's dashboard page (headless Chromium): studies/<study>/dashboard.png
+	$(CLI) dashboard-screenshot $(COMMON) $(STORE)
 
 test: $(STAMP) ## run the fast test suite (no slow marker)
 	$(BIN)/python -m pytest -q -m "not slow"

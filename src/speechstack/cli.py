@@ -8,6 +8,10 @@
     speechstack leaderboard --config ...                       every experiment: CV, size, speed
     speechstack submission  --config ... [--source stack]
     speechstack submit      [--file F] [--message M] [--dry-run]
+    speechstack tune        --config ... [--trials N] [--workers W] [--storage URL]
+    speechstack tune        --config ... --export                best trial -> <exp>-best.yaml
+    speechstack dashboard   --config ... [--port 8080]           optuna-dashboard on loopback
+    speechstack dashboard-screenshot --config ...                studies/<study>/dashboard.png
 
 Every verb that takes ``--config`` also takes ``--set key.sub=value`` (repeatable) and
 ``--data DIR`` (shorthand for ``--set task.data_dir=DIR``).
@@ -219,6 +223,91 @@ def cmd_submit(args: argparse.Namespace) -> None:
     print(f"{prefix}: {' '.join(command)}")
 
 
+def _tune_source(args: argparse.Namespace) -> str:
+    """How the study's config was given, for messages and the study's record."""
+    parts = [str(args.config), *(f"--set {item}" for item in args.set or [])]
+    if args.data:
+        parts.append(f"--data {args.data}")
+    if getattr(args, "experiment", None):
+        parts.append(f"--experiment {args.experiment}")
+    return " ".join(parts)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from speechstack import tune
+
+    config = _config(args)
+    if args.export:
+        out = Path(args.out) if args.out else None
+        path, best = tune.export_best(config, args.config, args.storage, out)
+        print(
+            f"wrote {path}: trial {best.number} of study {tune.study_name(config)!r}, "
+            f"mean val accuracy {best.value:.4f}"
+        )
+        print(f"train it with: make train MODEL={path.stem}   (speechstack train --config {path})")
+        return
+    try:
+        report = tune.run_study(config, _tune_source(args), args.trials, args.workers, args.storage)
+    except KeyboardInterrupt:
+        print(
+            "tune: interrupted; finished trials stay in the study and the same command resumes it",
+            file=sys.stderr,
+        )
+        raise
+    headers = ["trial", "state", "value", "seconds", "parameters", "note"]
+    print(format_table(headers, tune.trial_rows(report.trials)))
+    states = {t.state.name for t in report.trials}
+    counts = ", ".join(
+        f"{sum(t.state.name == s for t in report.trials)} {s.lower()}" for s in sorted(states)
+    )
+    print(f"study {report.name!r} in {report.storage}: {counts}; {report.seconds:.0f} s")
+    best = report.best
+    if best is not None:
+        params = " ".join(f"{k}={tune.short_value(v)}" for k, v in best.params.items())
+        print(f"best: trial {best.number}, mean val accuracy {best.value:.4f}: {params}")
+    for name, result in report.plots.items():
+        print(f"{name}: {result}")
+    print(f"trial runs: {report.folder / 'runs'}")
+    print("next: make best-config (speechstack tune --export) writes the best trial's config")
+    failed = [code for code in report.worker_exit_codes if code != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} worker process(es) exited with {failed}")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from speechstack import tune
+    from speechstack.dashboard import DashboardServer, study_id
+
+    config = _config(args)
+    url = tune.storage_url(config, args.storage)
+    server = DashboardServer(url, args.host, args.port).start()
+    print(f"optuna-dashboard for {tune.display_url(url)}: {server.url}/dashboard", flush=True)
+    try:
+        page = f"{server.url}/dashboard/studies/{study_id(server.url, tune.study_name(config))}"
+        print(f"study {tune.study_name(config)!r}: {page}", flush=True)
+    except FileNotFoundError as error:
+        print(f"note: {error}", flush=True)
+    print("Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+    finally:
+        server.stop()
+
+
+def cmd_dashboard_screenshot(args: argparse.Namespace) -> None:
+    from speechstack import tune
+    from speechstack.dashboard import screenshot_study
+
+    config = _config(args)
+    url = tune.storage_url(config, args.storage)
+    out = Path(args.out) if args.out else tune.study_dir(config) / "dashboard.png"
+    path, page = screenshot_study(url, tune.study_name(config), out, args.width, args.height)
+    print(f"wrote {path} ({args.width}x{args.height}, headless Chromium) of {page}")
+
+
 # ---------------------------------------------------------------------------------------
 # Parser
 
@@ -284,6 +373,33 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--dir", default="submissions")
     submit_parser.add_argument("--message", "-m")
     submit_parser.add_argument("--dry-run", action="store_true", help="print the command only")
+
+    tune = verb("tune", cmd_tune, "Optuna study <task>-<experiment> over the config's tune.space")
+    _add_config_arguments(tune)
+    tune.add_argument("--trials", type=int, help="total trials of the study (tune.trials)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on the storage")
+    tune.add_argument("--storage", help="RDB URL, e.g. postgresql://... (tune.storage)")
+    tune.add_argument(
+        "--export", action="store_true", help="write the best trial as <experiment>-best.yaml"
+    )
+    tune.add_argument("--out", help="with --export: the file (default beside --config)")
+
+    dashboard = verb("dashboard", cmd_dashboard, "serve optuna-dashboard on the study storage")
+    _add_config_arguments(dashboard)
+    dashboard.add_argument("--storage", help="RDB URL (default tune.storage or the SQLite file)")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+
+    shot = verb(
+        "dashboard-screenshot",
+        cmd_dashboard_screenshot,
+        "PNG of the study's dashboard page (headless Chromium)",
+    )
+    _add_config_arguments(shot)
+    shot.add_argument("--storage", help="RDB URL (default tune.storage or the SQLite file)")
+    shot.add_argument("--out", help="PNG file (default studies/<study>/dashboard.png)")
+    shot.add_argument("--width", type=int, default=1400)
+    shot.add_argument("--height", type=int, default=900)
     return parser
 
 

@@ -12,7 +12,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -164,6 +165,79 @@ class StackConfig(Strict):
     seed: int = 0
 
 
+class SearchDimension(Strict):
+    """One tuned config key: a float or int range, or a list of choices (an Optuna
+    distribution). ``log`` samples the range on a log scale; ``step`` discretises it."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[bool | int | float | str | None] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs a non-empty 'choices' list")
+            extra = [
+                name
+                for name, value in (("low", self.low), ("high", self.high), ("step", self.step))
+                if value is not None
+            ] + (["log"] if self.log else [])
+            if extra:
+                raise ValueError(f"a categorical dimension takes only 'choices', not {extra}")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"a {self.type} dimension takes 'low' and 'high', not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} dimension needs both 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined")
+        if self.type == "int":
+            bounds = {"low": self.low, "high": self.high, "step": self.step}
+            fractional = [k for k, v in bounds.items() if v is not None and v != int(v)]
+            if fractional:
+                raise ValueError(f"an int dimension needs whole numbers for {fractional}")
+        return self
+
+
+class TuneConfig(Strict):
+    """Optuna study settings (``speechstack tune``). The study is ``<task>-<experiment>``;
+    each trial overrides the config with values drawn from ``space`` and trains ``folds``."""
+
+    trials: int = Field(20, ge=1)  # total trials of the study, shared by all workers
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # objective: mean acc
+    seed: int = 0  # TPE sampler seed
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    warmup_epochs: int = Field(4, ge=0)  # epochs a trial always trains before it can be pruned
+    startup_trials: int = Field(5, ge=0)  # finished trials before pruning / TPE start
+    studies_dir: Path = Path("studies")  # <task>.db (SQLite), <study>/ (plots, trial runs)
+    storage: str | None = None  # RDB URL, e.g. postgresql://...; None = SQLite in studies_dir
+    heartbeat_seconds: int = Field(60, ge=1)  # RUNNING trials write a heartbeat this often
+    grace_seconds: int = Field(120, ge=1)  # silent this long: its worker died; failed, retried
+    max_retries: int = Field(2, ge=0)  # retries of a trial whose worker died
+    # dotted config key -> dimension; an experiment file adds keys to its base's space, and
+    # `key: null` removes one
+    space: dict[str, SearchDimension | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct_folds(self) -> TuneConfig:
+        if len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
+            raise ValueError(f"folds must be distinct fold numbers >= 0 (got {self.folds})")
+        return self
+
+    @property
+    def dimensions(self) -> dict[str, SearchDimension]:
+        """The search space without the keys an experiment removed (``null``)."""
+        return {key: value for key, value in self.space.items() if value is not None}
+
+
 class Config(Strict):
     experiment: str = "cnn"  # run folder: runs/<task>/<experiment>/
     runs_dir: Path = Path("runs")
@@ -177,6 +251,7 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @property
     def folds_file(self) -> Path:
@@ -267,16 +342,32 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def _schema_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``Model``, ``Model | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for member in get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ():
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
 def _valid_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The field names allowed at ``loc`` (the parent of an offending key)."""
+    """The field names allowed at ``loc`` (the parent of an offending key); a part of ``loc``
+    may also be a key of a ``dict[str, Model]`` field, such as a ``tune.space`` entry."""
     current: Any = model
     for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
+        schema = _schema_in(current)
+        if schema is not None:
+            if part not in schema.model_fields:
+                return []
+            current = schema.model_fields[part].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
             return []
-        current = fields[part].annotation
-    fields = getattr(current, "model_fields", None)
-    return sorted(fields) if fields else []
+    schema = _schema_in(current)
+    return sorted(schema.model_fields) if schema else []
 
 
 def format_validation_error(
@@ -322,6 +413,12 @@ def load_config(
     source = str(path) if path is not None else "<defaults>"
     if overrides:
         source += f" (with overrides {' '.join(overrides)})"
+    return validate_config_data(data, source)
+
+
+def validate_config_data(data: dict[str, Any], source: str) -> Config:
+    """Validate a merged config mapping (and the task's and model's ``params``); ``source``
+    names where it came from in error messages."""
     try:
         config = Config.model_validate(data)
     except ValidationError as error:
@@ -340,6 +437,32 @@ def load_config(
     config.task.params = task_params.model_dump(mode="json")
     config.model.params = model_params.model_dump(mode="json")
     return config
+
+
+def nest_key(key: str, value: Any) -> dict[str, Any]:
+    """``("train.lr", 0.001)`` -> ``{"train": {"lr": 0.001}}``."""
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def nest_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> one nested mapping (later keys merged over earlier ones)."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        nested = _merge(nested, nest_key(key, value))
+    return nested
+
+
+def override_config(config: Config, values: dict[str, Any], source: str) -> Config:
+    """A copy of ``config`` with dotted keys set to ``values`` (Python values, not YAML text),
+    validated like a loaded file: an unknown key or a bad value is a ConfigError naming it."""
+    data = _merge(config.model_dump(mode="json"), nest_keys(values))
+    return validate_config_data(data, source)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -46,11 +48,8 @@ def build_waveform_augment(
                 "(set augment.noise.p=0)"
             )
         transforms.append(
-            A.AddBackgroundNoise(
-                sounds_path=[str(path) for path in noise_files],
-                min_snr_db=config.noise.min_snr_db,
-                max_snr_db=config.noise.max_snr_db,
-                p=config.noise.p,
+            BackgroundNoise(
+                noise_files, config.noise.min_snr_db, config.noise.max_snr_db, p=config.noise.p
             )
         )
     if config.pitch.p:
@@ -67,6 +66,74 @@ def build_waveform_augment(
             )
         )
     return A.Compose(transforms) if transforms else None
+
+
+class BackgroundNoise:
+    """Mix in a random segment of a random noise file at a random SNR (dB, relative to the
+    clip's RMS), with probability ``p``: ``audiomentations.AddBackgroundNoise`` with the same
+    parameters, the same draws from ``random`` in the same order, and the same mix, but each
+    noise file is decoded once per process (on first use; ~25 MB for Kaggle's six files) and
+    segments are sliced in memory, instead of a file open, seek and read on every call (that
+    was ~90% of the loader's time).
+
+    Called as ``transform(samples (samples,) float32, sample_rate) -> samples``.
+    """
+
+    def __init__(
+        self, noise_files: Sequence[Path], min_snr_db: float, max_snr_db: float, p: float
+    ) -> None:
+        if not noise_files:
+            raise ValueError("BackgroundNoise needs at least one noise file")
+        if min_snr_db > max_snr_db:
+            raise ValueError(f"min_snr_db {min_snr_db} > max_snr_db {max_snr_db}")
+        self.noise_files = [Path(path) for path in noise_files]
+        self.min_snr_db = min_snr_db
+        self.max_snr_db = max_snr_db
+        self.p = p
+        self._noise: dict[tuple[int, int], np.ndarray] = {}  # (file index, rate) -> waveform
+
+    def __getstate__(self) -> dict:
+        # A pickled copy (spawned loader workers) decodes its own noise instead of carrying it.
+        return {**self.__dict__, "_noise": {}}
+
+    def noise(self, index: int, sample_rate: int) -> np.ndarray:
+        """Noise file ``index`` as mono float32 at ``sample_rate``, decoded once."""
+        key = (index, sample_rate)
+        if key not in self._noise:
+            self._noise[key] = read_audio(self.noise_files[index], sample_rate)
+        return self._noise[key]
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        # The draws of audiomentations' randomize_parameters, in its order.
+        if not random.random() < self.p:
+            return samples
+        snr_db = random.uniform(self.min_snr_db, self.max_snr_db)
+        random.uniform(-45.0, -15.0)  # its absolute-level draw, unused in relative mode
+        index = random.randint(0, len(self.noise_files) - 1)
+        noise = self.noise(index, sample_rate)
+        signal_seconds = len(samples) / sample_rate
+        offset = random.uniform(0.0, max(0.0, len(noise) / sample_rate - signal_seconds))
+        if len(samples) == 0:
+            return samples
+        start = int(offset * sample_rate)
+        segment = noise[start : start + int(signal_seconds * sample_rate)]
+        noise_rms = _rms(segment)
+        if noise_rms < 1e-9:
+            warnings.warn(
+                f"{self.noise_files[index]} is too silent to be added as noise; "
+                "the clip is left unchanged",
+                stacklevel=2,
+            )
+            return samples
+        desired_rms = _rms(samples) / 10 ** (snr_db / 20)
+        segment = segment * np.float32(desired_rms / noise_rms)
+        if len(segment) < len(samples):  # a noise file shorter than the clip is repeated
+            segment = np.tile(segment, -(-len(samples) // len(segment)))
+        return samples + segment[: len(samples)]
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.dot(samples, samples) / samples.size))
 
 
 def decode_clip(row: dict, sample_rate: int) -> np.ndarray:
@@ -95,10 +162,37 @@ class WaveformStore:
     only the pages in use. The key hashes the audio settings and each clip's path, segment,
     gain, file size and modification time, so changed settings or files never hit a stale
     cache.
+
+    ``read(row)`` (what the datasets use) reads a cached row with ``pread`` instead of
+    through the map: the OS page cache serves it all the same, but the pages are not mapped
+    into the process, so its resident memory stays flat over an epoch whatever the dataset
+    size (through the map, every clip touched stays counted in RSS, in every loader worker).
     """
 
     def __init__(self, waveforms: np.ndarray) -> None:
         self.waveforms = waveforms
+        self._file: BinaryIO | None = None  # the cache file, opened on first read
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None}  # a pickled copy opens its own
+
+    def read(self, row: int) -> np.ndarray:
+        """Row ``row`` as a new, writable float32 array ``(clip_samples,)``."""
+        waveforms = self.waveforms
+        mapped = isinstance(waveforms, np.memmap) and waveforms.filename is not None
+        if not (mapped and waveforms.flags.c_contiguous and hasattr(os, "preadv")):
+            return np.array(waveforms[row], dtype=np.float32)  # a copy: the map is read-only
+        if self._file is None:
+            self._file = open(waveforms.filename, "rb", buffering=0)  # noqa: SIM115
+        waveform = np.empty(waveforms.shape[1], dtype=waveforms.dtype)
+        offset = waveforms.offset + int(row) * waveform.nbytes
+        buffer, done = memoryview(waveform).cast("B"), 0
+        while done < len(buffer):  # one call for a regular file; a loop in case of short reads
+            count = os.preadv(self._file.fileno(), [buffer[done:]], offset + done)
+            if count <= 0:
+                raise OSError(f"{waveforms.filename}: unexpected end of file at row {row}")
+            done += count
+        return waveform.astype(np.float32, copy=False)
 
     @classmethod
     def build(
@@ -180,8 +274,7 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.store is not None:
-            # a copy: the store may be a read-only memory map
-            waveform = np.array(self.store.waveforms[self.store_rows[index]], dtype=np.float32)
+            waveform = self.store.read(self.store_rows[index])
         else:
             waveform = fit_length(
                 decode_clip(self.rows[index], self.sample_rate), self.clip_samples

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import librosa
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from speechstack.config import FeatureConfig, SpecAugmentConfig
@@ -19,7 +20,19 @@ AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 class LogMel(nn.Module):
     """Waveform ``(batch, samples)`` at ``sample_rate`` Hz -> log-mel ``(batch, n_mels, frames)``
     in dB (10·log10 of power, ref 1.0), frames = 1 + samples // hop_length (centred,
-    zero-padded STFT, as librosa)."""
+    zero-padded STFT, as librosa).
+
+    The arithmetic of ``torch.stft`` + ``|.|²`` + filterbank matmul, arranged for speed: the
+    frames are windowed and ``rfft``-ed directly; the power is ``re² + im²`` of the real view
+    of the spectrum (no complex intermediates); the filterbank is applied band by band
+    (``MELS_PER_BAND`` filters times only the FFT bins they cover: a quarter of the dense
+    matmul's work at 64 mels); and on the CPU the batch goes through in chunks of about
+    ``CPU_CHUNK_FRAMES`` frames, so the intermediates stay in cache. On 512 clips with
+    2 threads that is ~3x a single ``torch.stft`` of the batch (``python -m speechstack.bench``).
+    """
+
+    MELS_PER_BAND = 16
+    CPU_CHUNK_FRAMES = 1600  # frames per chunk on the CPU (15 one-second clips)
 
     def __init__(self, config: FeatureConfig, sample_rate: int) -> None:
         super().__init__()
@@ -32,27 +45,57 @@ class LogMel(nn.Module):
             n_mels=config.n_mels,
             fmin=config.f_min,
             fmax=config.f_max,
-        )
+        )  # (n_mels, n_fft // 2 + 1)
         self.register_buffer("filterbank", torch.from_numpy(filterbank), persistent=False)
-        self.register_buffer(
-            "window", torch.hann_window(config.win_length, periodic=True), persistent=False
-        )
+        # torch.stft's window: a periodic Hann of win_length, centred in n_fft with zeros
+        left = (config.n_fft - config.win_length) // 2
+        window = torch.hann_window(config.win_length, periodic=True)
+        window = F.pad(window, (left, config.n_fft - config.win_length - left))
+        self.register_buffer("window", window, persistent=False)
+        self.bands = _filterbank_bands(self.filterbank, self.MELS_PER_BAND)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            spectrum = torch.stft(
-                waveform.float(),
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window,
-                center=True,
-                pad_mode="constant",
-                return_complex=True,
-            )
-            power = spectrum.real.square() + spectrum.imag.square()
-            mel = torch.matmul(self.filterbank, power)
-            return 10.0 * torch.log10(mel.clamp_min(AMIN))
+            waveform = waveform.float()
+            if waveform.dim() == 1:
+                return self.forward(waveform[None])[0]
+            chunk = waveform.shape[0]
+            if waveform.device.type == "cpu":
+                frames = frame_count(waveform.shape[-1], self.hop_length)
+                chunk = max(1, self.CPU_CHUNK_FRAMES // frames)
+            return torch.cat([self._log_mel(part) for part in waveform.split(chunk)])
+
+    def _log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` float32 -> ``(batch, n_mels, frames)`` dB."""
+        padded = F.pad(waveform, (self.n_fft // 2, self.n_fft // 2))
+        frames = padded.unfold(-1, self.n_fft, self.hop_length)  # (batch, frames, n_fft)
+        spectrum = torch.view_as_real(torch.fft.rfft(frames * self.window))  # (..., bins, 2)
+        real, imaginary = spectrum[..., 0], spectrum[..., 1]
+        power = torch.addcmul(real.square(), imaginary, imaginary)  # (batch, frames, bins)
+        mel = torch.cat(
+            [
+                power[..., bin_start:bin_stop]
+                @ self.filterbank[mel_start:mel_stop, bin_start:bin_stop].T
+                for mel_start, mel_stop, bin_start, bin_stop in self.bands
+            ],
+            dim=-1,
+        )  # (batch, frames, n_mels)
+        return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+
+
+def _filterbank_bands(
+    filterbank: torch.Tensor, mels_per_band: int
+) -> list[tuple[int, int, int, int]]:
+    """Split ``(n_mels, bins)`` into bands of consecutive filters:
+    ``(mel_start, mel_stop, bin_start, bin_stop)``, the bins spanning every nonzero weight of
+    the band's filters (an empty span for a band of all-zero filters)."""
+    bands = []
+    for mel_start in range(0, filterbank.shape[0], mels_per_band):
+        mel_stop = min(mel_start + mels_per_band, filterbank.shape[0])
+        used = filterbank[mel_start:mel_stop].ne(0).any(dim=0).nonzero().flatten().tolist()
+        bin_start, bin_stop = (used[0], used[-1] + 1) if used else (0, 0)
+        bands.append((mel_start, mel_stop, bin_start, bin_stop))
+    return bands
 
 
 class SpecAugment(nn.Module):
