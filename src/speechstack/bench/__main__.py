@@ -1,0 +1,5 @@
+"""``python -m speechstack.bench``."""
+
+from speechstack.bench import main
+
+raise SystemExit(main())
