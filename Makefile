@@ -19,6 +19,7 @@ TRIALS      ?=
 WORKERS     ?= 1
 STORAGE     ?=
 PORT        ?= 8080
+BENCH_ARGS  ?=
 PYTHON      ?= python3
 
 space  := $(subst ,, )
@@ -34,7 +35,7 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-demo folds train-fold train stack leaderboard bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
+.PHONY: help install data-demo folds train-fold train stack leaderboard bench bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -102,6 +103,9 @@ dashboard: $(STAMP) ## optuna-dashboard on the study storage at http://127.0.0.1
 
 dashboard-screenshot: $(STAMP) ## PNG of the study's dashboard page (headless Chromium): studies/<study>/dashboard.png
 	$(CLI) dashboard-screenshot $(COMMON) $(STORE)
+
+bench: $(STAMP) ## speed benchmarks vs targets (features, data pipeline, loop, inference, scaling, demo) -> bench/results.json; BENCH_ARGS=--skip-demo
+	$(BIN)/python -m speechstack.bench --out bench/results.json $(BENCH_ARGS)
 
 test: $(STAMP) ## run the fast test suite (no slow marker)
 	$(BIN)/python -m pytest -q -m "not slow"
