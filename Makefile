@@ -12,7 +12,11 @@ FORCE       ?=
 DRY_RUN     ?=
 FILE        ?=
 MSG         ?=
-SPEAKERS    ?= 60
+SPEAKERS    ?=
+AUDIO       ?=
+SOURCE      ?=
+OUT         ?=
+ANSWERS     ?=
 NPROC       ?=
 FAMILIES    ?= cnn convs2s lstm gru wav2vec2 ast whisper
 TRIALS      ?=
@@ -35,11 +39,13 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-demo folds train-fold train stack leaderboard bench bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
+.PHONY: help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=$(TASK) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA) EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1"
+	@echo "  variables: TASK=$(TASK) (speech_commands ravdess crema_d sentiment) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA)"
+	@echo "             EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1 SPEAKERS= (demo size)"
+	@echo "  predict:   AUDIO=dir SOURCE= (default the stack) OUT=file.csv ANSWERS=path,label.csv"
 	@echo "  tuning:    TRIALS= (default tune.trials) WORKERS=$(WORKERS) STORAGE=postgresql://... PORT=$(PORT)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -51,9 +57,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned dependencies (requirements.lock) and the package
 
-data-demo: $(STAMP) ## generate the demo dataset in DATA (Kaggle layout, espeak-ng voices) unless present
-	@if [ -d "$(DATA)/train/audio" ]; then echo "$(DATA) exists; keeping it (delete it to regenerate)"; \
-	else $(CLI) synth --out $(DATA) --speakers $(SPEAKERS); fi
+data-demo: $(STAMP) ## generate TASK's demo dataset in DATA (its real layout, espeak-ng voices) unless present
+	@if [ -d "$(DATA)" ] && [ -n "$$(ls -A $(DATA))" ]; then echo "$(DATA) exists; keeping it (delete it to regenerate)"; \
+	else $(CLI) synth --task $(TASK) --out $(DATA) $(if $(SPEAKERS),--speakers $(SPEAKERS)); fi
 
 folds: $(STAMP) ## write folds/<task>.csv (written once; FORCE=1 rewrites)
 	$(CLI) folds $(COMMON) $(if $(FORCE),--force)
@@ -66,6 +72,12 @@ train: $(STAMP) ## train every fold of MODEL (finished folds are skipped)
 
 stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
 	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+
+report: $(STAMP) ## report.md + confusion.png for EXPERIMENTS (default every run of TASK) and the stack
+	$(CLI) report $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+
+predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO, from SOURCE (default the stack)
+	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS))
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)
@@ -83,13 +95,20 @@ submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the s
 submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; DRY_RUN=1 prints it
 	$(CLI) submit $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)") $(if $(DRY_RUN),--dry-run)
 
-demo: $(STAMP) ## set up, make demo data, folds, train all folds, stack, write a submission
+# The Kaggle task ends with a submission; the others predict their demo's unseen speakers.
+ifeq ($(TASK),speech_commands)
+DEMO_LAST := submission
+else
+DEMO_LAST := predict AUDIO=$(DATA)/demo_holdout ANSWERS=$(DATA)/demo_holdout/answers.csv
+endif
+
+demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory data-demo && \
 	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && \
 	$(MAKE) --no-print-directory train && \
 	$(MAKE) --no-print-directory stack && \
-	$(MAKE) --no-print-directory submission && \
+	$(MAKE) --no-print-directory $(DEMO_LAST) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
 tune: $(STAMP) ## Optuna study <task>-<experiment> over MODEL's tune.space: TRIALS in all, WORKERS processes

@@ -59,6 +59,9 @@ def test_folds_train_stack_submission(
             "metrics.json",
             "history.csv",
             "config.yaml",
+            "report.md",
+            "confusion.png",
+            "report.json",
         }
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["fold"] == fold and 0.0 <= metrics["val_accuracy"] <= 1.0
@@ -89,6 +92,34 @@ def test_folds_train_stack_submission(
     assert 0.0 <= stack_metrics["stack_accuracy"] <= 1.0
     stack_oof = pl.read_parquet(workdir / "runs/speech_commands/stack/oof.parquet")
     assert set(stack_oof["fname"]) == set(folds["fname"])
+    # Reports: every fold, the experiment over its OOF rows (written by train once all
+    # folds are done; train-fold alone writes it with `report`), and the stack.
+    run("report", *common)
+    for folder in (run_dir, workdir / "runs/speech_commands/stack"):
+        report = json.loads((folder / "report.json").read_text())
+        assert report["clips"] == folds.height
+        assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+        assert "| *macro avg* |" in (folder / "report.md").read_text()
+    experiment_report = json.loads((run_dir / "report.json").read_text())
+    assert experiment_report["accuracy"] == pytest.approx(stack_metrics["experiments"]["cnn"])
+    assert sum(map(sum, experiment_report["confusion"])) == folds.height
+    assert {"group"} == set(experiment_report["groups"])  # per speaker
+
+    # predict: the saved fold models and fold stackers on the test folder reproduce the
+    # stack's test predictions (same windows, same models).
+    run("predict", *common, "--audio", str(tiny_speech_commands / "test" / "audio"),
+        "--out", "predicted.csv")  # fmt: skip
+    predicted = pl.read_csv("predicted.csv")
+    stack_test = pl.read_parquet(workdir / "runs/speech_commands/stack/test.parquet")
+    assert predicted.columns == ["path", "label", *LABELS]
+    joined = stack_test.join(predicted, left_on="fname", right_on="path", suffix="_new")
+    assert joined.height == stack_test.height == predicted.height
+    for label in LABELS:
+        assert (joined[label] - joined[f"{label}_new"]).abs().max() < 1e-4
+    run("predict", *common, "--audio", str(tiny_speech_commands / "test" / "audio"),
+        "--source", "cnn", "--answers", str(tiny_speech_commands / "demo_solution.csv"),
+        "--out", "cnn.csv")  # fmt: skip
+    assert "accuracy against" in capsys.readouterr().out
 
     # The leaderboard's CV accuracy is the stacker's per-experiment number.
     capsys.readouterr()

@@ -1,6 +1,6 @@
 """The ``speechstack`` command. One verb per stage; the Makefile wraps each.
 
-    speechstack synth       --out data/speech_commands         demo dataset (espeak-ng)
+    speechstack synth       --task ravdess --out data/ravdess  demo dataset (espeak-ng)
     speechstack folds       --config configs/speech_commands/cnn.yaml
     speechstack train-fold  --config ... --fold 0
     speechstack train       --config ...                       all folds (finished ones skipped)
@@ -8,6 +8,8 @@
     speechstack leaderboard --config ...                       every experiment: CV, size, speed
     speechstack submission  --config ... [--source stack]
     speechstack submit      [--file F] [--message M] [--dry-run]
+    speechstack report      --config ... [--experiments a,b]     report.md + confusion.png
+    speechstack predict     --config ... --audio DIR [--source S]  CSV: label + probabilities
     speechstack tune        --config ... [--trials N] [--workers W] [--storage URL]
     speechstack tune        --config ... --export                best trial -> <exp>-best.yaml
     speechstack dashboard   --config ... [--port 8080]           optuna-dashboard on loopback
@@ -52,21 +54,34 @@ def _config(args: argparse.Namespace) -> Config:
 # Verbs
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
-    from speechstack.synth import generate_speech_commands
+# Demo-data generators by task (the config folder name): (module, function, the keyword
+# that --speakers sets).
+DEMO_DATA = {
+    "speech_commands": ("speech_commands", "generate_speech_commands", "speakers"),
+    "ravdess": ("emotion", "generate_ravdess", "actors"),
+    "crema_d": ("emotion", "generate_crema_d", "actors"),
+    "sentiment": ("sentiment", "generate_sentiment", "speakers"),
+}
 
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    import importlib
+
+    module, function, speakers_keyword = DEMO_DATA[args.task]
+    generate = getattr(importlib.import_module(f"speechstack.synth.{module}"), function)
+    options: dict[str, object] = {"seed": args.seed, "force": args.force}
+    if args.speakers is not None:
+        options[speakers_keyword] = args.speakers
+    if args.task == "speech_commands":
+        options |= {
+            "test_speakers": args.test_speakers,
+            "test_clips": args.test_clips,
+            "noise_seconds": args.noise_seconds,
+        }
     started = time.perf_counter()
-    out = generate_speech_commands(
-        Path(args.out),
-        speakers=args.speakers,
-        test_speakers=args.test_speakers,
-        test_clips=args.test_clips,
-        noise_seconds=args.noise_seconds,
-        seed=args.seed,
-        force=args.force,
-    )
-    clips = sum(1 for _ in (out / "train" / "audio").glob("*/*.wav"))
-    print(f"wrote {out} ({clips} train files) in {time.perf_counter() - started:.1f} s")
+    out = generate(Path(args.out or f"data/{args.task}"), **options)
+    files = sum(1 for path in out.rglob("*.wav") if "demo_holdout" not in path.parts)
+    print(f"wrote {out} ({files} audio files) in {time.perf_counter() - started:.1f} s")
 
 
 def cmd_folds(args: argparse.Namespace) -> None:
@@ -127,14 +142,23 @@ def cmd_stack(args: argparse.Namespace) -> None:
     config = _config(args)
     if args.experiments:
         config.stack.experiments = [e for e in args.experiments.split(",") if e]
-    labels = create_task(config.task).labels
-    run_root = config.runs_dir / config.task.name
-    metrics = run_stack(config.stack, run_root, config.folds_file, labels)
+    task = create_task(config.task)
+    run_root = config.task_runs_dir
+    metrics = run_stack(
+        config.stack,
+        run_root,
+        config.folds_file,
+        task.labels,
+        manifest=task.train_manifest(),
+        report_columns=task.report_columns(),
+    )
     rows = [(name, score) for name, score in metrics["experiments"].items()]
     rows.append(("mean of probabilities", metrics["mean_accuracy"]))
     rows.append((f"LightGBM stack ({config.stack.name})", metrics["stack_accuracy"]))
     print(format_table(["model", "CV accuracy"], rows))
-    print(f"wrote {run_root / config.stack.name}")
+    print(
+        f"wrote {run_root / config.stack.name} (report: {run_root / config.stack.name}/report.md)"
+    )
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -143,7 +167,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
     config = _config(args)
     labels = create_task(config.task).labels
-    entries = leaderboard(config.runs_dir / config.task.name, config.folds_file, labels)
+    entries = leaderboard(config.task_runs_dir, config.folds_file, labels)
     rows = [
         (
             e.experiment,
@@ -173,7 +197,7 @@ def cmd_submission(args: argparse.Namespace) -> None:
     config = _config(args)
     task = create_task(config.task)
     source = args.source or config.stack.name
-    source_dir = config.runs_dir / config.task.name / source
+    source_dir = config.task_runs_dir / source
     test_path = source_dir / "test.parquet"
     metrics_path = source_dir / "metrics.json"
     if source == config.stack.name:
@@ -186,10 +210,8 @@ def cmd_submission(args: argparse.Namespace) -> None:
         from speechstack.stack import collect_oof, collect_test
 
         folds = read_folds(config.folds_file)
-        oof = collect_oof(config.runs_dir / config.task.name, [source], folds, task.labels)
-        test = collect_test(
-            config.runs_dir / config.task.name, [source], config.folds.k, task.labels
-        )
+        oof = collect_oof(config.task_runs_dir, [source], folds, task.labels)
+        test = collect_test(config.task_runs_dir, [source], config.folds.k, task.labels)
         if test is None:
             raise FileNotFoundError(
                 f"{source_dir}: no test predictions (does the data have test/?)"
@@ -202,7 +224,12 @@ def cmd_submission(args: argparse.Namespace) -> None:
         score = float((truth == predicted).mean())
     submission = predictions_to_submission(probabilities, task.labels)
     path = write_submission(
-        submission, Path(args.out), config.task.name, score, task.labels, task.sample_submission()
+        submission,
+        Path(args.out),
+        config.task.dataset_name,
+        score,
+        task.labels,
+        task.sample_submission(),
     )
     print(f"wrote {path} ({submission.height} rows, CV accuracy {score:.4f})")
     solution = task.solution()
@@ -221,6 +248,63 @@ def cmd_submit(args: argparse.Namespace) -> None:
     command = submit(file, message, dry_run=args.dry_run)
     prefix = "would run" if args.dry_run else "ran"
     print(f"{prefix}: {' '.join(command)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from speechstack.report import read_oof, with_manifest, write_report
+    from speechstack.tasks import create_task
+    from speechstack.train import write_experiment_report
+
+    config = _config(args)
+    task = create_task(config.task)
+    names = (
+        [e for e in args.experiments.split(",") if e]
+        if args.experiments
+        else sorted(p.name for p in config.task_runs_dir.glob("*") if p.is_dir())
+    )
+    if not names:
+        raise FileNotFoundError(f"{config.task_runs_dir}: no runs to report on")
+    columns = task.report_columns()
+    rows = []
+    for name in names:
+        run_dir = config.task_runs_dir / name
+        if (run_dir / "stacker.json").is_file():
+            predictions = with_manifest(read_oof(run_dir), task.train_manifest(), columns)
+            summary = write_report(run_dir, f"{run_dir.parent.name} / {name}", predictions,
+                                   task.labels, columns)  # fmt: skip
+        else:
+            experiment = config.model_copy(update={"experiment": name})
+            summary = write_experiment_report(experiment)
+        if summary is None:
+            rows.append((name, "-", "-", "unfinished folds: no report"))
+            continue
+        macro = summary["averages"]["macro"]["f1"]
+        rows.append((name, summary["accuracy"], macro, str(run_dir / "report.md")))
+    print(format_table(["run", "accuracy", "macro F1", "report"], rows))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from speechstack.artifacts import atomic_write_frame
+    from speechstack.inference import predict_folder, score_predictions
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    labels = create_task(config.task).labels
+    source = args.source or config.stack.name
+    audio = Path(args.audio)
+    predictions = predict_folder(config, audio, source, labels)
+    out = (
+        Path(args.out)
+        if args.out
+        else config.task_runs_dir / source / "predictions" / f"{audio.resolve().name}.csv"
+    )
+    atomic_write_frame(out, predictions)
+    counts = predictions.group_by("label").len().sort("label")
+    print(f"wrote {out}: {predictions.height} files predicted by {source!r}")
+    print(format_table(["label", "files"], counts.rows()))
+    if args.answers:
+        accuracy, scored = score_predictions(predictions, Path(args.answers))
+        print(f"accuracy against {args.answers}: {accuracy:.4f} ({scored} files)")
 
 
 def _tune_source(args: argparse.Namespace) -> str:
@@ -335,12 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
         handlers[name] = handler
         return sub
 
-    synth = verb("synth", cmd_synth, "generate a demo dataset in the Kaggle layout (espeak-ng)")
-    synth.add_argument("--out", default="data/speech_commands")
-    synth.add_argument("--speakers", type=int, default=60)
-    synth.add_argument("--test-speakers", type=int, default=16)
-    synth.add_argument("--test-clips", type=int, default=600)
-    synth.add_argument("--noise-seconds", type=float, default=40.0)
+    synth = verb("synth", cmd_synth, "generate a demo dataset in a task's real layout (espeak-ng)")
+    synth.add_argument("--task", choices=sorted(DEMO_DATA), default="speech_commands")
+    synth.add_argument("--out", help="dataset folder (default data/<task>)")
+    synth.add_argument(
+        "--speakers", type=int, help="train speakers/actors (default: the task's demo size)"
+    )
+    synth.add_argument("--test-speakers", type=int, default=16, help="speech_commands only")
+    synth.add_argument("--test-clips", type=int, default=600, help="speech_commands only")
+    synth.add_argument("--noise-seconds", type=float, default=40.0, help="speech_commands only")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--force", action="store_true", help="replace an existing folder")
 
@@ -373,6 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--dir", default="submissions")
     submit_parser.add_argument("--message", "-m")
     submit_parser.add_argument("--dry-run", action="store_true", help="print the command only")
+
+    report = verb("report", cmd_report, "classification reports of experiments and stacks")
+    _add_config_arguments(report)
+    report.add_argument("--experiments", help="comma-separated runs (default: every run)")
+
+    predict = verb("predict", cmd_predict, "predict every audio file of a folder (CSV)")
+    _add_config_arguments(predict)
+    predict.add_argument("--audio", required=True, help="folder of audio files (recursive)")
+    predict.add_argument("--source", help="the stack (default stack.name) or an experiment")
+    predict.add_argument("--out", help="CSV (default runs/<task>/<source>/predictions/<dir>.csv)")
+    predict.add_argument("--answers", help="CSV of path,label to score the predictions")
 
     tune = verb("tune", cmd_tune, "Optuna study <task>-<experiment> over the config's tune.space")
     _add_config_arguments(tune)

@@ -33,15 +33,59 @@ class TaskConfig(Strict):
     name: str = "speech_commands"  # a registered task (speechstack.tasks)
     data_dir: Path = Path("data/speech_commands")  # dataset root in the task's real layout
     params: dict[str, Any] = Field(default_factory=dict)  # validated by the task's schema
+    # names folds/<dataset>.csv, runs/<dataset>/ and the studies (default: the task's name),
+    # so two datasets read by one reader (e.g. two `manifest` sheets) never share them
+    dataset: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.name
 
 
 class AudioConfig(Strict):
+    """How files become model inputs. The model always sees windows of ``clip_seconds``.
+
+    Fixed-length tasks (``max_seconds: null``) pad or centre-crop every file to one window.
+    Variable-length tasks keep up to ``max_seconds`` of each file (longer files are
+    centre-cropped to it); training takes a random ``clip_seconds`` crop of the clip, and
+    prediction averages the class probabilities of sliding windows ``window_hop_seconds``
+    apart that cover the whole clip."""
+
     sample_rate: int = Field(16000, gt=0)  # Hz; every clip is resampled to it
-    clip_seconds: float = Field(1.0, gt=0)  # clips are padded/cropped to this length
+    clip_seconds: float = Field(1.0, gt=0)  # the window the model sees (s)
+    max_seconds: float | None = Field(None, gt=0)  # audio kept per file (s); null = one window
+    window_hop_seconds: float | None = Field(None, gt=0)  # prediction windows' hop (s);
+    #   null = half a window
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> AudioConfig:
+        if self.max_seconds is not None and self.max_seconds < self.clip_seconds:
+            raise ValueError(
+                f"max_seconds ({self.max_seconds}) must be >= clip_seconds ({self.clip_seconds})"
+            )
+        return self
 
     @property
     def clip_samples(self) -> int:
+        """Samples per model window."""
         return round(self.sample_rate * self.clip_seconds)
+
+    @property
+    def variable_length(self) -> bool:
+        return self.max_seconds is not None
+
+    @property
+    def max_samples(self) -> int:
+        """Samples kept per file (one window for fixed-length tasks)."""
+        seconds = self.max_seconds if self.max_seconds is not None else self.clip_seconds
+        return round(self.sample_rate * seconds)
+
+    @property
+    def hop_samples(self) -> int:
+        """Samples between the starts of two prediction windows."""
+        if self.window_hop_seconds is None:
+            return max(1, self.clip_samples // 2)
+        return max(1, round(self.sample_rate * self.window_hop_seconds))
 
 
 class FeatureConfig(Strict):
@@ -255,11 +299,16 @@ class Config(Strict):
 
     @property
     def folds_file(self) -> Path:
-        return self.folds.file or Path("folds") / f"{self.task.name}.csv"
+        return self.folds.file or Path("folds") / f"{self.task.dataset_name}.csv"
+
+    @property
+    def task_runs_dir(self) -> Path:
+        """``runs/<dataset>/``: every experiment and stack of the task's dataset."""
+        return self.runs_dir / self.task.dataset_name
 
     @property
     def run_dir(self) -> Path:
-        return self.runs_dir / self.task.name / self.experiment
+        return self.task_runs_dir / self.experiment
 
     def digest(self) -> str:
         """Short hash of the resolved config, to tell runs apart."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_path
 from speechstack.audio import fit_length, read_audio
-from speechstack.config import AugmentConfig
+from speechstack.config import AudioConfig, AugmentConfig
 
 WaveformTransform = Callable[[np.ndarray, int], np.ndarray]
 
@@ -150,18 +150,50 @@ def decode_clip(row: dict, sample_rate: int) -> np.ndarray:
     return waveform
 
 
-CACHE_VERSION = 1  # bump when decoding changes, so old cache files are not reused
+def load_clip(row: dict, sample_rate: int, max_samples: int, variable_length: bool) -> np.ndarray:
+    """A decoded clip as the store keeps it: fitted to ``max_samples`` (one window: padded
+    or centre-cropped) for fixed-length tasks; at most ``max_samples`` (centre-cropped,
+    never padded) for variable-length ones."""
+    waveform = decode_clip(row, sample_rate)
+    if not variable_length or waveform.shape[0] > max_samples:
+        return fit_length(waveform, max_samples)
+    return waveform
+
+
+def window_starts(length: int, window: int, hop: int) -> np.ndarray:
+    """Start samples of the sliding windows that cover a clip of ``length`` samples:
+    every ``hop`` samples, plus one ending at the clip's end (a single start 0 when the
+    clip fits in one window)."""
+    if length <= window:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, length - window + 1, hop, dtype=np.int64)
+    if starts[-1] != length - window:
+        starts = np.append(starts, length - window)
+    return starts
+
+
+def sliding_windows(waveform: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """``(windows, window)`` float32: a clip cut into the windows of ``window_starts``
+    (a short clip is centre-padded into one window)."""
+    if waveform.shape[0] <= window:
+        return fit_length(waveform, window)[None, :]
+    starts = window_starts(waveform.shape[0], window, hop)
+    return np.stack([waveform[start : start + window] for start in starts])
+
+
+CACHE_VERSION = 2  # bump when decoding changes, so old cache files are not reused
 
 
 class WaveformStore:
-    """Every clip of a manifest decoded once and fitted to ``clip_samples``:
-    ``waveforms`` is ``(clips, clip_samples)`` float32, row i = manifest row i.
+    """Every clip of a manifest decoded once: ``waveforms`` is ``(clips, max_samples)``
+    float32, row i = manifest row i, zero-padded after the clip's ``lengths[i]`` samples
+    (fixed-length tasks: every row is one full window).
 
-    With a ``cache_dir`` the array is saved as ``waveforms-<key>.npy`` and later runs
-    (every fold, every experiment) memory-map it instead of decoding again; RAM then holds
-    only the pages in use. The key hashes the audio settings and each clip's path, segment,
-    gain, file size and modification time, so changed settings or files never hit a stale
-    cache.
+    With a ``cache_dir`` the array is saved as ``waveforms-<key>.npy`` (and, for
+    variable-length clips, ``lengths-<key>.npy``) and later runs (every fold, every
+    experiment) memory-map it instead of decoding again; RAM then holds only the pages in
+    use. The key hashes the audio settings and each clip's path, segment, gain, file size and
+    modification time, so changed settings or files never hit a stale cache.
 
     ``read(row)`` (what the datasets use) reads a cached row with ``pread`` instead of
     through the map: the OS page cache serves it all the same, but the pages are not mapped
@@ -169,23 +201,29 @@ class WaveformStore:
     size (through the map, every clip touched stays counted in RSS, in every loader worker).
     """
 
-    def __init__(self, waveforms: np.ndarray) -> None:
+    def __init__(self, waveforms: np.ndarray, lengths: np.ndarray | None = None) -> None:
         self.waveforms = waveforms
+        self.lengths = (
+            np.full(waveforms.shape[0], waveforms.shape[1], dtype=np.int64)
+            if lengths is None
+            else np.asarray(lengths, dtype=np.int64)
+        )
         self._file: BinaryIO | None = None  # the cache file, opened on first read
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file": None}  # a pickled copy opens its own
 
     def read(self, row: int) -> np.ndarray:
-        """Row ``row`` as a new, writable float32 array ``(clip_samples,)``."""
+        """Clip ``row`` as a new, writable float32 array ``(lengths[row],)``."""
         waveforms = self.waveforms
+        length = int(self.lengths[row])
         mapped = isinstance(waveforms, np.memmap) and waveforms.filename is not None
         if not (mapped and waveforms.flags.c_contiguous and hasattr(os, "preadv")):
-            return np.array(waveforms[row], dtype=np.float32)  # a copy: the map is read-only
+            return np.array(waveforms[row, :length], dtype=np.float32)  # a copy: read-only map
         if self._file is None:
             self._file = open(waveforms.filename, "rb", buffering=0)  # noqa: SIM115
-        waveform = np.empty(waveforms.shape[1], dtype=waveforms.dtype)
-        offset = waveforms.offset + int(row) * waveform.nbytes
+        waveform = np.empty(length, dtype=waveforms.dtype)
+        offset = waveforms.offset + int(row) * waveforms.shape[1] * waveforms.itemsize
         buffer, done = memoryview(waveform).cast("B"), 0
         while done < len(buffer):  # one call for a regular file; a loop in case of short reads
             count = os.preadv(self._file.fileno(), [buffer[done:]], offset + done)
@@ -199,38 +237,58 @@ class WaveformStore:
         cls,
         manifest: pl.DataFrame,
         sample_rate: int,
-        clip_samples: int,
+        max_samples: int,
         cache_dir: Path | None = None,
         progress: bool = True,
+        variable_length: bool = False,
     ) -> WaveformStore:
+        """Decode (or memory-map the cached decode of) every clip of ``manifest``."""
         if cache_dir is None:
-            return cls(cls._decode(manifest, sample_rate, clip_samples, progress))
-        path = Path(cache_dir) / f"waveforms-{cache_key(manifest, sample_rate, clip_samples)}.npy"
-        if not path.is_file():
-            waveforms = cls._decode(manifest, sample_rate, clip_samples, progress)
+            return cls(*cls._decode(manifest, sample_rate, max_samples, variable_length, progress))
+        key = cache_key(manifest, sample_rate, max_samples, variable_length)
+        path = Path(cache_dir) / f"waveforms-{key}.npy"
+        lengths_path = Path(cache_dir) / f"lengths-{key}.npy"
+        if not path.is_file() or (variable_length and not lengths_path.is_file()):
+            waveforms, lengths = cls._decode(
+                manifest, sample_rate, max_samples, variable_length, progress
+            )
+            if variable_length:  # written first: the waveforms file marks a complete entry
+                with atomic_path(lengths_path, ".npy") as temp, open(temp, "wb") as stream:
+                    np.save(stream, lengths)
             with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
                 np.save(stream, waveforms)
-        return cls(np.load(path, mmap_mode="r"))
+        lengths = np.load(lengths_path) if variable_length else None
+        return cls(np.load(path, mmap_mode="r"), lengths)
 
     @staticmethod
     def _decode(
-        manifest: pl.DataFrame, sample_rate: int, clip_samples: int, progress: bool
-    ) -> np.ndarray:
-        waveforms = np.zeros((manifest.height, clip_samples), dtype=np.float32)
+        manifest: pl.DataFrame,
+        sample_rate: int,
+        max_samples: int,
+        variable_length: bool,
+        progress: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        waveforms = np.zeros((manifest.height, max_samples), dtype=np.float32)
+        lengths = np.zeros(manifest.height, dtype=np.int64)
         rows = manifest.select("path", "start", "duration", "gain_db").iter_rows(named=True)
         for index, row in enumerate(
             tqdm(rows, total=manifest.height, desc="decode", disable=not progress, leave=False)
         ):
-            waveforms[index] = fit_length(decode_clip(row, sample_rate), clip_samples)
-        return waveforms
+            waveform = load_clip(row, sample_rate, max_samples, variable_length)
+            waveforms[index, : waveform.shape[0]] = waveform
+            lengths[index] = waveform.shape[0]
+        return waveforms, lengths
 
     def __len__(self) -> int:
         return self.waveforms.shape[0]
 
 
-def cache_key(manifest: pl.DataFrame, sample_rate: int, clip_samples: int) -> str:
+def cache_key(
+    manifest: pl.DataFrame, sample_rate: int, max_samples: int, variable_length: bool = False
+) -> str:
     """Hash of everything the decoded array depends on (see ``WaveformStore``)."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}:{sample_rate}:{clip_samples}".encode())
+    layout = "variable" if variable_length else "fixed"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{sample_rate}:{max_samples}:{layout}".encode())
     for path, start, duration, gain_db in manifest.select(
         "path", "start", "duration", "gain_db"
     ).iter_rows():
@@ -242,49 +300,76 @@ def cache_key(manifest: pl.DataFrame, sample_rate: int, clip_samples: int) -> st
 
 
 class ClipDataset(Dataset):
-    """Item ``i`` -> (waveform ``(clip_samples,)`` float32 tensor, class index or -1).
+    """Item ``i`` -> (waveform, class index or -1).
 
     Clips come from a ``WaveformStore`` (training, validation) or are decoded on demand
-    (a large test set). ``augment`` is applied only when given, i.e. only in training.
+    (a large test set). Two modes:
+
+    * ``train=True``: the (augmented, when ``augment`` is given) clip randomly cropped or
+      padded to one window: ``(clip_samples,)``.
+    * ``train=False``: the clip cut into sliding windows ``hop_samples`` apart covering all
+      of it: ``(windows, clip_samples)`` (one window for a clip that fits); batch these with
+      ``collate_windows`` (what ``make_loader`` does for them).
     """
 
     def __init__(
         self,
         manifest: pl.DataFrame,
-        sample_rate: int,
-        clip_samples: int,
+        audio: AudioConfig,
         targets: np.ndarray | None = None,
         store: WaveformStore | None = None,
         store_rows: np.ndarray | None = None,
         augment: WaveformTransform | None = None,
         seed: int = 0,
+        train: bool = False,
     ) -> None:
         self.rows = manifest.select("path", "start", "duration", "gain_db").to_dicts()
-        self.sample_rate = sample_rate
-        self.clip_samples = clip_samples
+        self.audio = audio
         self.targets = targets if targets is not None else np.full(len(self.rows), -1)
         self.store = store
         # item i reads store row store_rows[i] (a fold's subset of a whole-manifest store)
         self.store_rows = store_rows if store_rows is not None else np.arange(len(self.rows))
         self.augment = augment
+        self.train = train
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def clip(self, index: int) -> np.ndarray:
+        """Clip ``index`` as stored: ``(samples,)`` float32, before augmentation."""
         if self.store is not None:
-            waveform = self.store.read(self.store_rows[index])
+            return self.store.read(self.store_rows[index])
+        audio = self.audio
+        return load_clip(
+            self.rows[index], audio.sample_rate, audio.max_samples, audio.variable_length
+        )
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        waveform = self.clip(index)
+        window = self.audio.clip_samples
+        if self.train:
+            if self.augment is not None:
+                waveform = self.augment(waveform, self.audio.sample_rate)
+            waveform = fit_length(waveform, window, self.rng)
         else:
-            waveform = fit_length(
-                decode_clip(self.rows[index], self.sample_rate), self.clip_samples
-            )
-        if self.augment is not None:
-            waveform = self.augment(waveform, self.sample_rate)
-            waveform = fit_length(waveform, self.clip_samples, self.rng)
+            waveform = sliding_windows(waveform, window, self.audio.hop_samples)
         return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), int(
             self.targets[index]
         )
+
+
+def collate_windows(
+    items: list[tuple[torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch of windowed clips -> (windows ``(sum of windows, clip_samples)``, targets
+    ``(clips,)``, windows per clip ``(clips,)``)."""
+    windows = [waveform for waveform, _ in items]
+    return (
+        torch.cat(windows),
+        torch.tensor([target for _, target in items], dtype=torch.long),
+        torch.tensor([waveform.shape[0] for waveform in windows], dtype=torch.long),
+    )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -308,7 +393,8 @@ def make_loader(
     drop_last: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> DataLoader:
-    """A seeded loader. ``shard=(rank, world_size)`` gives each data-parallel rank its own
+    """A seeded loader (evaluation-mode ``ClipDataset`` batches are ``collate_windows``
+    triples). ``shard=(rank, world_size)`` gives each data-parallel rank its own
     part of the (seeded, per-epoch reshuffled: call ``loader.sampler.set_epoch``) order."""
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -323,9 +409,11 @@ def make_loader(
             seed=seed,
             drop_last=drop_last,
         )
+    windowed = isinstance(dataset, ClipDataset) and not dataset.train
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        collate_fn=collate_windows if windowed else None,
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=num_workers,

@@ -7,11 +7,15 @@ on folds != k and scored on fold k is an honest estimate). The test features are
 experiment's test probabilities averaged over its fold models; the stack's test prediction
 averages its K fold stackers.
 
-Writes ``runs/<task>/<name>/{oof.parquet,test.parquet,metrics.json,config.yaml}``.
+Writes ``runs/<task>/<name>/``: ``oof.parquet``, ``test.parquet``, ``metrics.json``,
+``config.json``, the fold stackers (``stacker_fold<k>.txt``, LightGBM's text format, and
+``stacker.json``: features, classes, experiments) that ``apply_stack`` runs on new clips,
+and the classification report (``report.md``, ``confusion.png``, ``report.json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
+from speechstack.artifacts import (
+    atomic_directory,
+    atomic_write_frame,
+    atomic_write_json,
+    atomic_write_text,
+)
 from speechstack.config import StackConfig
 from speechstack.folds import read_folds
 
@@ -105,9 +114,16 @@ def accuracy(probabilities: np.ndarray, truth: np.ndarray) -> float:
 
 
 def run_stack(
-    config: StackConfig, runs_dir: Path, folds_file: Path, labels: list[str], progress: bool = True
+    config: StackConfig,
+    runs_dir: Path,
+    folds_file: Path,
+    labels: list[str],
+    progress: bool = True,
+    manifest: pl.DataFrame | None = None,
+    report_columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate the stacker on the folds, predict the test set, write the outputs."""
+    """Cross-validate the stacker on the folds, predict the test set, write the outputs
+    (with a report whose per-group tables come from ``manifest``'s ``report_columns``)."""
     import lightgbm
 
     folds = read_folds(folds_file)
@@ -126,6 +142,7 @@ def run_stack(
     stacked = np.zeros((oof.height, len(labels)), dtype=np.float64)
     test_stacked = None if test is None else np.zeros((test.height, len(labels)))
     present = np.unique(truth)
+    stackers: list[tuple[Any, list[int]]] = []  # (fitted model, label index of each column)
     for fold in range(k):
         train_rows, held_rows = fold_of != fold, fold_of == fold
         model = lightgbm.LGBMClassifier(
@@ -137,6 +154,7 @@ def run_stack(
         model.fit(features[train_rows], truth[train_rows])
         # Classes absent from the training rows get probability 0 in their column.
         columns = np.searchsorted(present, model.classes_)
+        stackers.append((model, present[columns].tolist()))
         stacked[np.ix_(held_rows, present[columns])] = model.predict_proba(features[held_rows])
         if test is not None and test_stacked is not None:
             test_stacked[:, present[columns]] += (
@@ -171,6 +189,55 @@ def run_stack(
                     }
                 ),
             )
+        for fold, (model, _) in enumerate(stackers):
+            atomic_write_text(folder / f"stacker_fold{fold}.txt", model.booster_.model_to_string())
+        atomic_write_json(
+            folder / "stacker.json",
+            {
+                "experiments": config.experiments,
+                "labels": labels,
+                "features": feature_columns,
+                "folds": [
+                    {"file": f"stacker_fold{f}.txt", "classes": c}
+                    for f, (_, c) in enumerate(stackers)
+                ],
+            },
+        )
         atomic_write_json(folder / "metrics.json", metrics)
         atomic_write_json(folder / "config.json", config.model_dump(mode="json"))
+        if manifest is not None:
+            from speechstack.report import with_manifest, write_report
+
+            columns = report_columns or []
+            predictions = pl.DataFrame(
+                {"fname": oof["fname"], **{c: stacked[:, i] for i, c in enumerate(labels)}}
+            )
+            write_report(
+                folder,
+                f"{runs_dir.name} / {config.name} over {', '.join(config.experiments)}",
+                with_manifest(predictions, manifest, columns),
+                labels,
+                columns,
+            )
     return metrics
+
+
+def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:
+    """Label probabilities ``(clips, labels)`` of the saved fold stackers (averaged) for
+    ``features``: a frame with the ``<experiment>:<label>`` columns the stack was fit on."""
+    import lightgbm
+
+    spec_path = stack_dir / "stacker.json"
+    if not spec_path.is_file():
+        raise StackError(f"{spec_path} not found; run `make stack` (it saves the stackers)")
+    spec = json.loads(spec_path.read_text())
+    missing = [c for c in spec["features"] if c not in features.columns]
+    if missing:
+        raise StackError(f"features {missing[:3]} missing for the stack in {stack_dir}")
+    matrix = features.select(spec["features"]).to_numpy()
+    out = np.zeros((matrix.shape[0], len(spec["labels"])))
+    for fold in spec["folds"]:
+        booster = lightgbm.Booster(model_file=str(stack_dir / fold["file"]))
+        probabilities = np.asarray(booster.predict(matrix)).reshape(matrix.shape[0], -1)
+        out[:, fold["classes"]] += probabilities / len(spec["folds"])
+    return out

@@ -10,6 +10,10 @@ writes ``runs/<task>/<experiment>/fold<k>/`` as one atomic folder:
 * ``metrics.json``   best epoch, validation accuracy/loss, timings, sizes
 * ``history.csv``    per-epoch train loss, validation loss and accuracy
 * ``config.yaml``    the resolved config
+* ``report.md``, ``confusion.png``, ``report.json``   the fold's classification report
+
+Once every fold is done, ``write_experiment_report`` writes the same report over the whole
+out-of-fold table into ``runs/<task>/<experiment>/``.
 
 A fold whose folder exists is finished: re-running skips it. A crash or Ctrl-C leaves no
 partial folder.
@@ -48,6 +52,7 @@ from speechstack.data import (
 from speechstack.distributed import Distributed
 from speechstack.folds import attach_folds, read_folds
 from speechstack.models import ModelContext, create_model
+from speechstack.report import read_oof, with_manifest, write_report
 from speechstack.tasks import Task, create_task
 
 log = logging.getLogger(__name__)
@@ -181,23 +186,31 @@ class FoldData:
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
         self.test = task.test_manifest()
         # One store for the whole manifest: every fold (and experiment) reuses its cache file.
+        audio = config.audio
         self.store = WaveformStore.build(
-            manifest, config.audio.sample_rate, config.audio.clip_samples,
-            config.cache_dir, progress,
+            manifest, audio.sample_rate, audio.max_samples, config.cache_dir, progress,
+            variable_length=audio.variable_length,
         )  # fmt: skip
 
 
 def predict_probabilities(
     model: nn.Module, loader: DataLoader, precision: Precision, progress: bool = False
 ) -> np.ndarray:
-    """Softmax class probabilities ``(clips, classes)`` for every clip of ``loader``."""
+    """Softmax class probabilities ``(clips, classes)`` for every clip of ``loader`` (an
+    evaluation ``ClipDataset`` loader: each clip's windows' probabilities are averaged)."""
     model.eval()
     outputs = []
     with torch.inference_mode():
-        for waveform, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        for windows, _, counts in tqdm(loader, desc="predict", disable=not progress, leave=False):
             with precision.autocast():
-                logits = model(waveform.to(precision.device, non_blocking=True))
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                logits = model(windows.to(precision.device, non_blocking=True))
+            probabilities = torch.softmax(logits.float(), dim=1).cpu()
+            if windows.shape[0] != counts.shape[0]:  # some clips have several windows
+                clip_of_window = torch.repeat_interleave(torch.arange(counts.shape[0]), counts)
+                summed = torch.zeros(counts.shape[0], probabilities.shape[1])
+                summed.index_add_(0, clip_of_window, probabilities)
+                probabilities = summed / counts[:, None]
+            outputs.append(probabilities.numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -270,11 +283,14 @@ def train_fold(
     *,
     progress: bool = True,
     epoch_callback: Any = None,
+    predict_test: bool = True,
 ) -> dict[str, Any]:
     """Train one fold (or return the metrics of the finished one) and write its artefacts.
 
     ``epoch_callback(epoch, val_accuracy)`` is called after each epoch (the tuner reports and
     prunes through it; it may raise to stop the fold, in which case nothing is written).
+    ``predict_test=False`` skips the test-set prediction (tuning trials need only the
+    validation score).
     """
     finished = load_fold_metrics(config, fold)
     if finished is not None:
@@ -298,18 +314,17 @@ def train_fold(
     audio = config.audio
     train_set = ClipDataset(
         data.train,
-        audio.sample_rate,
-        audio.clip_samples,
+        audio,
         data.train_targets,
         store=data.store,
         store_rows=data.train_rows,
         augment=augment,
         seed=seed,
+        train=True,
     )
     valid_set = ClipDataset(
         data.valid,
-        audio.sample_rate,
-        audio.clip_samples,
+        audio,
         data.valid_targets,
         store=data.store,
         store_rows=data.valid_rows,
@@ -403,9 +418,9 @@ def train_fold(
     )
     test = None
     test_seconds = 0.0
-    if data.test is not None and distributed.is_main:
+    if predict_test and data.test is not None and distributed.is_main:
         test_start = time.perf_counter()
-        test_set = ClipDataset(data.test, audio.sample_rate, audio.clip_samples)
+        test_set = ClipDataset(data.test, audio)
         test_loader = make_loader(
             test_set,
             config.predict.batch_size,
@@ -439,7 +454,12 @@ def train_fold(
     if distributed.is_main:
         with atomic_directory(fold_dir(config, fold)) as folder:
             torch.save(
-                {"state_dict": best["state"], "classes": data.classes, "labels": data.labels},
+                {
+                    "state_dict": best["state"],
+                    "classes": data.classes,
+                    "labels": data.labels,
+                    "class_to_label": data.class_to_label.tolist(),
+                },
                 folder / "model.pt",
             )
             atomic_write_frame(folder / "oof.parquet", oof)
@@ -447,6 +467,14 @@ def train_fold(
                 atomic_write_frame(folder / "test.parquet", test)
             atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
             save_config(config, folder / "config.yaml")
+            columns = task.report_columns()
+            write_report(
+                folder,
+                f"{config.task.dataset_name} / {config.experiment} / fold {fold}",
+                with_manifest(oof, data.valid, columns),
+                data.labels,
+                columns,
+            )
             atomic_write_json(folder / "metrics.json", metrics)
     distributed.barrier()
     return metrics
@@ -455,6 +483,23 @@ def train_fold(
 def train_folds(
     config: Config, folds: list[int] | None = None, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Train the given folds (default: all), skipping finished ones; returns their metrics."""
+    """Train the given folds (default: all), skipping finished ones; returns their metrics.
+    When every fold of the experiment is then finished, its report is (re)written."""
     chosen = folds if folds is not None else list(range(config.folds.k))
-    return [train_fold(config, fold, progress=progress) for fold in chosen]
+    metrics = [train_fold(config, fold, progress=progress) for fold in chosen]
+    if Distributed.from_environment().is_main:
+        write_experiment_report(config)
+    return metrics
+
+
+def write_experiment_report(config: Config) -> dict[str, Any] | None:
+    """The report over the experiment's out-of-fold predictions (all folds), in its run
+    folder; None (nothing written) while a fold is unfinished."""
+    run_dir = config.run_dir
+    if not all((fold_dir(config, k) / "metrics.json").is_file() for k in range(config.folds.k)):
+        return None
+    task = create_task(config.task)
+    columns = task.report_columns()
+    predictions = with_manifest(read_oof(run_dir), task.train_manifest(), columns)
+    title = f"{config.task.dataset_name} / {config.experiment} (out of fold)"
+    return write_report(run_dir, title, predictions, task.labels, columns)

@@ -72,7 +72,12 @@ class Setup:
         targets = manifest["target"].replace_strict(index).to_numpy()
         audio = config.audio
         store = WaveformStore.build(
-            manifest, audio.sample_rate, audio.clip_samples, config.cache_dir, progress=False
+            manifest,
+            audio.sample_rate,
+            audio.max_samples,
+            config.cache_dir,
+            progress=False,
+            variable_length=audio.variable_length,
         )
         return cls(Path(config_path), overrides, config, task, manifest, targets, store)
 
@@ -98,13 +103,13 @@ class Setup:
             transform = build_waveform_augment(self.config.augment, self.task.noise_files())
         return ClipDataset(
             self.manifest[rows.tolist()],
-            audio.sample_rate,
-            audio.clip_samples,
+            audio,
             self.targets[rows],
             store=self.store,
             store_rows=rows,
             augment=transform,
             seed=self.config.train.seed,
+            train=True,
         )
 
     def train_loader(self, clips: int | None = None, augment: bool = True) -> DataLoader:
@@ -471,7 +476,7 @@ def bench_inference(
     if max_clips is not None:
         manifest = manifest.head(max_clips)
     audio = config.audio
-    dataset = ClipDataset(manifest, audio.sample_rate, audio.clip_samples)
+    dataset = ClipDataset(manifest, audio)
     loader = make_loader(
         dataset,
         config.predict.batch_size,
@@ -479,7 +484,7 @@ def bench_inference(
         num_workers=config.predict.num_workers,
         seed=0,
     )
-    batches = [waveform for waveform, _ in loader]
+    batches = [windows for windows, _, _ in loader]
     clips = manifest.height
     stage.measured = {
         "clips": clips,

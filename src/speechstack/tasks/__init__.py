@@ -83,6 +83,10 @@ class Task(ABC):
         """An answer key for the test set (demo data only), to score a submission."""
         return None
 
+    def report_columns(self) -> list[str]:
+        """Manifest columns the reports break accuracy down by (speaker, gender, ...)."""
+        return ["group"]
+
 
 TASKS: Registry[type[Task]] = Registry("task")
 
@@ -114,5 +118,25 @@ def manifest_frame(rows: dict[str, list[Any]], columns: list[str]) -> pl.DataFra
     return frame.select(ordered).sort("fname")
 
 
+def label_subset(known: list[str], chosen: list[str] | None, what: str) -> list[str]:
+    """``known`` (in its order) restricted to ``chosen`` (None: all of them); a name not in
+    ``known`` is a DatasetError listing the known ones."""
+    unknown = sorted(set(chosen or []) - set(known))
+    if unknown:
+        raise DatasetError(f"unknown {what} {unknown}; known: {known}")
+    return [name for name in known if chosen is None or name in chosen]
+
+
+def audio_files(folder: Path, pattern: str) -> list[Path]:
+    """The files matching ``pattern`` in ``folder``, sorted; a missing folder or no match is a
+    DatasetError naming the folder."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: missing folder")
+    paths = sorted(path for path in folder.glob(pattern) if path.is_file())
+    if not paths:
+        raise DatasetError(f"{folder}: no files matching {pattern}")
+    return paths
+
+
 # Register the built-in tasks (import for the side effect of @TASKS.register).
-from speechstack.tasks import speech_commands  # noqa: E402, F401
+from speechstack.tasks import crema_d, manifest, ravdess, speech_commands  # noqa: E402, F401

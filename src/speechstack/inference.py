@@ -1,0 +1,164 @@
+"""Predictions for new audio from finished runs: ``speechstack predict`` / ``make predict``.
+
+A *source* is an experiment (its fold models' probabilities are averaged) or a stack (each
+stacked experiment predicts as above, then the saved fold stackers; see ``stack.py``).
+Every clip goes through the same sliding windows as validation (``ClipDataset``), so long
+recordings are averaged over windows exactly as during training's evaluation.
+
+The output CSV has ``path`` (relative to the audio folder), ``label`` (the most probable)
+and one probability column per label, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+from torch import nn
+
+from speechstack.config import Config
+from speechstack.data import ClipDataset, make_loader
+from speechstack.models import ModelContext, create_model
+from speechstack.tasks import TEST_COLUMNS, manifest_frame
+from speechstack.train import Precision, predict_probabilities, resolve_device
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+
+
+class PredictError(ValueError):
+    """Missing audio or runs; the message names the folder."""
+
+
+def audio_manifest(folder: Path) -> pl.DataFrame:
+    """Every audio file under ``folder`` (recursively, sorted) as a test manifest whose
+    ``fname`` is the path relative to ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictError(f"{folder}: audio folder not found")
+    paths = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+    )
+    if not paths:
+        raise PredictError(
+            f"{folder}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it or below"
+        )
+    rows = {
+        "fname": [path.relative_to(folder).as_posix() for path in paths],
+        "path": [str(path.resolve()) for path in paths],
+        "start": [0.0] * len(paths),
+        "duration": [None] * len(paths),
+        "gain_db": [0.0] * len(paths),
+    }
+    return manifest_frame(rows, TEST_COLUMNS)
+
+
+def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Config, np.ndarray]:
+    """A finished fold's model (best weights, eval mode, on ``device``), its resolved config
+    and its class-to-label matrix ``(classes, labels)``."""
+    weights = folder / "model.pt"
+    if not weights.is_file():
+        raise PredictError(f"{weights} not found: the fold is not trained")
+    config = Config.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
+    saved: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)
+    classes = list(saved["classes"])
+    class_to_label = np.asarray(
+        saved.get("class_to_label", np.eye(len(classes)).tolist()), dtype=np.float32
+    )
+    context = ModelContext(
+        num_classes=len(classes),
+        class_names=tuple(classes),
+        audio=config.audio,
+        features=config.features,
+        spec_augment=config.augment.spec_augment,
+    )
+    model = create_model(config.model.name, context, **config.model.params)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), config, class_to_label
+
+
+def predict_experiment(
+    run_dir: Path, manifest: pl.DataFrame, device: torch.device, progress: bool = True
+) -> np.ndarray:
+    """Label probabilities ``(clips, labels)``: the mean over the experiment's fold models."""
+    folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
+    if not folds:
+        raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
+    total: np.ndarray | None = None
+    for folder in folds:
+        model, config, class_to_label = load_fold_model(folder, device)
+        dataset = ClipDataset(manifest, config.audio)
+        loader = make_loader(
+            dataset,
+            config.predict.batch_size,
+            shuffle=False,
+            num_workers=config.predict.num_workers,
+            seed=0,
+        )
+        precision = Precision.choose(device, config.train.amp)
+        labels = predict_probabilities(model, loader, precision, progress) @ class_to_label
+        total = labels if total is None else total + labels
+    assert total is not None
+    return total / len(folds)
+
+
+def predict_folder(
+    config: Config, audio_dir: Path, source: str, labels: list[str], progress: bool = True
+) -> pl.DataFrame:
+    """Predictions of ``source`` (an experiment or the stack named ``config.stack.name``)
+    for every audio file under ``audio_dir``: path, label, one probability per label."""
+    from speechstack.stack import apply_stack
+
+    manifest = audio_manifest(audio_dir)
+    device = resolve_device(config.train.device)
+    source_dir = config.task_runs_dir / source
+    if not source_dir.is_dir():
+        raise PredictError(f"{source_dir}: no such run (train or stack it first)")
+    stack_spec = source_dir / "stacker.json"
+    if stack_spec.is_file():
+        experiments = json.loads(stack_spec.read_text())["experiments"]
+        features = pl.DataFrame(
+            {
+                f"{name}:{label}": column
+                for name in experiments
+                for label, column in zip(
+                    labels,
+                    predict_experiment(config.task_runs_dir / name, manifest, device, progress).T,
+                    strict=True,
+                )
+            }
+        )
+        probabilities = apply_stack(source_dir, features)
+    else:
+        probabilities = predict_experiment(source_dir, manifest, device, progress)
+    predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
+    return pl.DataFrame(
+        {
+            "path": manifest["fname"],
+            "label": predicted,
+            **{label: probabilities[:, i].astype(np.float32) for i, label in enumerate(labels)},
+        }
+    )
+
+
+def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, int]:
+    """(accuracy, clips scored) against an answer CSV with ``path,label`` (or Kaggle's
+    ``fname,label``) columns, paths relative to the audio folder; every predicted path
+    must have an answer."""
+    truth = pl.read_csv(answers, infer_schema_length=0)
+    key = next((c for c in ("path", "fname") if c in truth.columns), None)
+    if key is None or "label" not in truth.columns:
+        raise PredictError(f"{answers}: needs columns path (or fname) and label")
+    joined = predictions.select("path", pl.col("label").alias("predicted")).join(
+        truth.select(pl.col(key).alias("path"), "label"), on="path", how="left"
+    )
+    if joined["label"].is_null().any():
+        example = joined.filter(pl.col("label").is_null())["path"].head(3).to_list()
+        raise PredictError(f"{answers}: no answer for some predicted files, e.g. {example}")
+    return float((joined["label"] == joined["predicted"]).mean()), joined.height
