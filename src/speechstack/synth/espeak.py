@@ -2,8 +2,9 @@
 
 The library is driven through ctypes in synchronous mode: `espeak_Synth` runs the whole
 utterance on the calling thread and hands 22,050 Hz int16 audio to a callback, which we
-collect and resample to 16,000 Hz float32. libespeak-ng keeps global state, so every
-`Espeak` object in a process shares one lazily loaded engine behind a lock.
+collect and resample to float32 at 16,000 Hz (or another rate asked for). libespeak-ng
+keeps global state, so every `Espeak` object in a process shares one lazily loaded engine
+behind a lock.
 
 Reproducibility: besides its seedable noise generators (its own, and the C library's
 `rand()`, which the Klatt voices draw on), libespeak-ng carries hidden state
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import math
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -60,9 +62,10 @@ class EnglishVoices(NamedTuple):
 
 
 @cache
-def _resampling_filter() -> np.ndarray:
-    """The low-pass FIR `resample_poly` designs for 22,050 -> 16,000 Hz, designed once."""
-    return firwin(2 * 10 * 441 + 1, 1 / 441, window=("kaiser", 5.0)).astype(np.float32)
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR `resample_poly(x, up, down)` designs by default, designed once."""
+    longest = max(up, down)
+    return firwin(2 * 10 * longest + 1, 1 / longest, window=("kaiser", 5.0)).astype(np.float32)
 
 
 def _espeak_paths() -> tuple[Path, Path]:
@@ -105,6 +108,26 @@ def english_voices() -> EnglishVoices:
     if not accents or not variants:
         raise RuntimeError(f"no English voices or variants under espeak-ng data folder {data}")
     return EnglishVoices(tuple(accents), tuple(variants))
+
+
+@cache
+def variants_by_gender() -> dict[str, tuple[str, ...]]:
+    """The installed variants that declare a gender: {"male": (...), "female": (...)}.
+
+    Read from the `gender` line of each variant file in `voices/!v` ("gender female 70");
+    variants without one (many of the named voices) are in neither list.
+    """
+    _, data = _espeak_paths()
+    genders: dict[str, list[str]] = {"male": [], "female": []}
+    for variant in english_voices().variants:
+        text = (data / "voices" / "!v" / variant).read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0].lower() == "gender":
+                if words[1].lower() in genders:
+                    genders[words[1].lower()].append(variant)
+                break
+    return {gender: tuple(names) for gender, names in genders.items()}
 
 
 def _declare_signatures(lib: ctypes.CDLL) -> None:
@@ -227,7 +250,7 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 
 
 class Espeak:
-    """English text to 16 kHz speech. Cheap to construct; the library loads on first use.
+    """Text to speech (16 kHz by default). Cheap to construct; the library loads on first use.
 
     All instances in a process share one libespeak-ng (a C library with global state),
     so calls from several threads are serialised.
@@ -251,12 +274,14 @@ class Espeak:
         volume: int = 100,
         ssml: bool = False,
         seed: int = 0,
+        sample_rate: int = SAMPLE_RATE,
     ) -> np.ndarray:
-        """Synthesise `text`; float32 mono samples at 16,000 Hz in [-1, 1].
+        """Synthesise `text`; float32 mono samples at `sample_rate` Hz in [-1, 1].
 
-        voice: an accent from `english_voices().accents` (any espeak-ng voice name works).
-        variant: a speaker variant from `english_voices().variants`, or None for the
-            accent's default voice.
+        voice: an accent from `english_voices().accents`, or any other installed espeak-ng
+            voice name, e.g. "bn" (Bengali, read from Bengali script).
+        variant: a speaker variant from `english_voices().variants` (variants apply to
+            every language), or None for the voice's default.
         rate: speaking rate in words per minute, 80..450 (espeak's default 175).
         pitch: base pitch 0..100 (default 50), scaling the variant's own pitch.
         pitch_range: intonation range 0..100 (0 = monotone, default 50).
@@ -264,6 +289,8 @@ class Espeak:
         ssml: parse `text` as SSML, e.g. `<speak><prosody rate="slow" pitch="+20%">`.
         seed: seeds espeak-ng's noise generators (breath, aspiration; the C library's
             `rand()` for Klatt voices) before this call.
+        sample_rate: Hz of the result; espeak's native 22,050 Hz is resampled to it
+            (the spectrum above 11,025 Hz stays empty at higher rates).
 
         The result keeps espeak's leading and trailing silence. See the module notes on
         reproducibility: call `reset()` first when a sequence must repeat exactly.
@@ -272,6 +299,8 @@ class Espeak:
         _check_range("pitch", pitch, 0, 100)
         _check_range("pitch_range", pitch_range, 0, 100)
         _check_range("volume", volume, 0, 200)
+        if sample_rate < 1:
+            raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
         if variant is not None and variant not in english_voices().variants:
             raise ValueError(
                 f"unknown espeak-ng variant {variant!r}; known variants: "
@@ -294,7 +323,10 @@ class Espeak:
             library.espeak_ng_SetRandSeed(seed)
             _ENGINE.seed_c_rand(seed)
             native = _ENGINE.synthesise(library, text, _CHARS_UTF8 | (_SSML if ssml else 0))
-        resampled = resample_poly(
-            native.astype(np.float32) / 32768.0, 320, 441, window=_resampling_filter()
-        )
+        divisor = math.gcd(sample_rate, ESPEAK_SAMPLE_RATE)
+        up, down = sample_rate // divisor, ESPEAK_SAMPLE_RATE // divisor
+        samples = native.astype(np.float32) / 32768.0
+        if up == down:
+            return samples
+        resampled = resample_poly(samples, up, down, window=_resampling_filter(up, down))
         return np.clip(resampled, -1.0, 1.0).astype(np.float32)

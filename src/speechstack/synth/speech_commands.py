@@ -21,20 +21,26 @@ gives byte-identical files.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import butter, sosfilt
 from tqdm import tqdm
 
+from speechstack.synth.common import UNNATURAL_VARIANTS as _UNNATURAL_VARIANTS
+from speechstack.synth.common import build_atomically
+from speechstack.synth.common import colored_noise as _colored_noise
+from speechstack.synth.common import fade_out as _fade_out
+from speechstack.synth.common import rms as _rms
+from speechstack.synth.common import speech_rms as _speech_rms
+from speechstack.synth.common import trim_silence as _trim_silence
+from speechstack.synth.common import write_text as _write_text
+from speechstack.synth.common import write_wav as _write_wav
 from speechstack.synth.espeak import SAMPLE_RATE, Espeak, english_voices
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -141,9 +147,6 @@ _BABBLE_VOCABULARY = (
     "money",
     "kitchen",
 )
-
-# Variants that sound like robots or monsters rather than people.
-_UNNATURAL_VARIANTS = frozenset({"Demonic", "UniRobot", "anikaRobot", "croak"})
 
 # Independent random streams, keyed as default_rng([seed, stream, ...]).
 _TRAIN_SPEAKERS, _TEST_SPEAKERS, _TRAIN_PLAN, _TRAIN_CLIP = 1, 2, 3, 4
@@ -259,46 +262,13 @@ def generate_speech_commands(
         raise ValueError(f"test_clips must be >= 0, got {test_clips}")
     if noise_seconds < 1.0:
         raise ValueError(f"noise_seconds must be >= 1 (one clip of silence), got {noise_seconds}")
-    out_dir = Path(out_dir)
-    _refuse_existing(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
-    if partial.exists():
-        shutil.rmtree(partial)
-    try:
-        _write_dataset(partial, speakers, test_speakers, test_clips, noise_seconds, seed, progress)
-        _move_into_place(partial, out_dir, force)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def _refuse_existing(out_dir: Path, force: bool) -> None:
-    if force or not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder")
-    if any(out_dir.iterdir()):
-        raise FileExistsError(
-            f"{out_dir} already exists and is not empty; choose another folder or pass "
-            "force=True (--force) to replace it once the new dataset is complete"
-        )
-
-
-def _move_into_place(partial: Path, out_dir: Path, force: bool) -> None:
-    _refuse_existing(out_dir, force)  # someone may have written there meanwhile
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(partial, out_dir)
-        shutil.rmtree(old)
-    else:
-        if out_dir.is_dir():
-            out_dir.rmdir()
-        elif out_dir.exists():
-            out_dir.unlink()
-        os.replace(partial, out_dir)
+    return build_atomically(
+        out_dir,
+        force,
+        lambda root: _write_dataset(
+            root, speakers, test_speakers, test_clips, noise_seconds, seed, progress
+        ),
+    )
 
 
 def _write_dataset(
@@ -405,24 +375,6 @@ def _write_test_clips(
             rng = np.random.default_rng([seed, _TEST_CLIP, clip_index])
             _write_wav(audio / planned.fname, _silence_clip(bank, rng))
             advance()
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", newline="\n")
-
-
-def _write_wav(path: Path, waveform: np.ndarray) -> None:
-    """16 kHz mono PCM16; `waveform` is float in [-1, 1].
-
-    Encoded in memory first: writing to a path makes libsndfile fsync every file,
-    which costs more than synthesising the clip.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    samples = np.round(np.clip(waveform, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    encoded = io.BytesIO()
-    sf.write(encoded, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    path.write_bytes(encoded.getvalue())
 
 
 # ---------------------------------------------------------------- speakers and plans
@@ -590,35 +542,6 @@ def _speak_clip(
     return clip
 
 
-def _trim_silence(
-    speech: np.ndarray, threshold: float = 0.005, margin_samples: int = 160
-) -> np.ndarray:
-    """Cut espeak's leading and trailing silence, keeping `margin_samples` (10 ms) of it."""
-    if not len(speech):
-        return speech
-    loud = np.flatnonzero(np.abs(speech) > threshold * np.max(np.abs(speech)))
-    if not len(loud):
-        return speech[:0]
-    return speech[max(0, loud[0] - margin_samples) : loud[-1] + margin_samples + 1]
-
-
-def _fade_out(length: int, fade_samples: int = 320) -> np.ndarray:
-    envelope = np.ones(length)
-    fade = min(fade_samples, length)
-    envelope[length - fade :] = np.linspace(1.0, 0.0, fade)
-    return envelope
-
-
-def _rms(waveform: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(waveform)))) if len(waveform) else 0.0
-
-
-def _speech_rms(clip: np.ndarray) -> float:
-    """RMS over the samples above -40 dB of the peak: the loudness of the word itself."""
-    active = clip[np.abs(clip) > 0.01 * np.max(np.abs(clip))]
-    return _rms(active)
-
-
 def _add_recording_noise(
     clip: np.ndarray, speaker: Speaker, rng: np.random.Generator, snr_db: float
 ) -> np.ndarray:
@@ -661,18 +584,6 @@ def _random_window(bank: dict[str, np.ndarray], rng: np.random.Generator) -> np.
 
 
 # ---------------------------------------------------------------- noise
-
-
-def _colored_noise(
-    rng: np.random.Generator, length: int, exponent: float, lowest_hz: float = 20.0
-) -> np.ndarray:
-    """Unit-RMS noise whose power spectrum falls as 1/f**exponent (0 white, 1 pink, 2 brown)."""
-    spectrum = np.fft.rfft(rng.standard_normal(length))
-    frequencies = np.fft.rfftfreq(length, d=1.0 / SAMPLE_RATE)
-    spectrum *= np.maximum(frequencies, lowest_hz) ** (-exponent / 2)
-    spectrum[0] = 0.0
-    noise = np.fft.irfft(spectrum, n=length)
-    return noise / _rms(noise)
 
 
 def _running_tap(rng: np.random.Generator, length: int) -> np.ndarray:
