@@ -1,5 +1,6 @@
 """Optuna tuning: a tiny study end to end (tune -> export -> train), pruning, resuming after
-Ctrl-C and after a killed worker, bad search spaces, and two workers on PostgreSQL."""
+Ctrl-C and after a killed worker, bad search spaces, and worker processes filling one study
+(SQLite, PostgreSQL) to its exact total."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -79,6 +81,7 @@ def test_tiny_study_exports_a_config_that_loads_and_trains(
         metrics = json.loads((run / "metrics.json").read_text())
         assert trial.value == pytest.approx(metrics["val_accuracy"])
         assert trial.intermediate_values == {0: pytest.approx(metrics["val_accuracy"])}
+        assert metrics["test_clips"] == 0 and not (run / "test.parquet").exists()  # no test set
         saved = load_config(run / "config.yaml")
         assert saved.train.lr == pytest.approx(trial.params["train.lr"])
     assert not (workdir / "runs").exists()  # tuning never writes into runs/
@@ -105,10 +108,10 @@ def test_tiny_study_exports_a_config_that_loads_and_trains(
 
     best_common = ["--config", str(exported), "--data", str(tiny_speech_commands), *cli_args()]
     assert main(["train-fold", *best_common, "--fold", "0"]) == 0
-    metrics = json.loads(
-        (workdir / "runs" / "speech_commands" / "cnn-best" / "fold0" / "metrics.json").read_text()
-    )
+    trained = workdir / "runs" / "speech_commands" / "cnn-best" / "fold0"
+    metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["experiment"] == "cnn-best"
+    assert metrics["test_clips"] == 24 and (trained / "test.parquet").is_file()  # training does
 
 
 # ---------------------------------------------------------------------------------------
@@ -132,12 +135,20 @@ class FakeTraining:
     def __init__(self, interrupt_call: int | None = None) -> None:
         self.calls = 0
         self.epochs: list[int] = []
+        self.predict_test: list[bool] = []
         self.interrupt_call = interrupt_call
 
     def __call__(
-        self, config: Config, fold: int, *, progress: bool = True, epoch_callback: Any = None
+        self,
+        config: Config,
+        fold: int,
+        *,
+        progress: bool = True,
+        epoch_callback: Any = None,
+        predict_test: bool = True,
     ) -> dict[str, Any]:
         self.calls += 1
+        self.predict_test.append(predict_test)
         if self.calls == self.interrupt_call:
             raise KeyboardInterrupt
         accuracy = 0.9 if config.train.lr >= 1e-3 else 0.1
@@ -170,6 +181,7 @@ def test_a_clearly_bad_trial_is_pruned_after_the_warm_up(
     assert states(trials) == ["COMPLETE", "PRUNED", "COMPLETE"]
     assert trials[1].intermediate_values == {0: 0.1, 1: 0.1}  # pruned at epoch 2 of 4
     assert training.epochs == [4, 2, 4]
+    assert training.predict_test == [False, False, False]  # trials skip the test set
     assert "pruned after 2 epochs" in tune.trial_rows(trials)[1][-1]
 
 
@@ -245,8 +257,24 @@ def test_trials_that_count_toward_the_budget() -> None:
     assert not tune.counts_toward_budget(frozen(TrialState.FAIL))  # its worker died
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() outside optimize()
+def test_a_full_study_hands_out_only_queued_trials(fake_config: Config) -> None:
+    study = tune.open_study(fake_config, tune.storage_url(fake_config), budget=2)
+    study.tell(study.ask(), 0.5)
+    study.tell(study.ask(), state=TrialState.FAIL)  # no error: interrupted or died, redone
+    study.tell(study.ask(), 0.5)
+    with pytest.raises(tune.BudgetFull, match="holds its 2 trials"):
+        study.ask()
+    study.enqueue_trial({"train.lr": 1e-3})  # queued (as a dead worker's retry is): it runs
+    queued = study.ask()
+    assert queued.number == 3 and queued.suggest_float("train.lr", 1e-4, 1e-2) == 1e-3
+    with pytest.raises(tune.BudgetFull):
+        study.ask()
+    assert states(study.get_trials()) == ["COMPLETE", "FAIL", "COMPLETE", "RUNNING"]
+
+
 # ---------------------------------------------------------------------------------------
-# Worker processes: a killed worker, and two workers on PostgreSQL
+# Worker processes: a killed worker, and workers sharing one study (SQLite, PostgreSQL)
 
 
 @dataclass
@@ -336,14 +364,12 @@ def test_a_killed_worker_s_trial_is_retried_and_no_finished_trial_is_lost(
         optuna.delete_study(study_name=tune.study_name(config), storage=url)
 
 
-@pytest.mark.skipif(
-    not POSTGRES, reason="SPEECHSTACK_TEST_POSTGRES (a postgresql:// URL) is not set"
-)
-def test_two_workers_fill_one_postgres_study_without_losing_or_duplicating_trials(
-    tmp_path: Path,
+@pytest.mark.parametrize("storage", _storages())
+def test_two_workers_fill_one_study_without_losing_or_duplicating_trials(
+    tmp_path: Path, storage: str
 ) -> None:
     total = 16
-    config = _worker_config(tmp_path, "postgres")
+    config = _worker_config(tmp_path, storage)
     url = tune.storage_url(config)
     tune.open_study(config, url)
     logs = tmp_path / "logs"
@@ -360,10 +386,45 @@ def test_two_workers_fill_one_postgres_study_without_losing_or_duplicating_trial
     assert len(logged) == len(set(logged))  # no trial ran twice
     assert sorted(logged) == [t.number for t in trials]  # none lost, none unaccounted for
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    # Exact unless both workers finish a trial at the same instant at the end (one extra).
-    assert total <= len(trials) <= total + 1
+    assert len(trials) == total  # exact
     assert len({t.params["train.lr"] for t in trials}) == len(trials)  # workers draw apart
-    optuna.delete_study(study_name=tune.study_name(config), storage=url)
+    if storage == "postgres":
+        optuna.delete_study(study_name=tune.study_name(config), storage=url)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("storage", _storages())
+def test_workers_asking_at_the_same_instant_do_not_overshoot_the_total(
+    tmp_path: Path, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _worker_config(tmp_path, storage)
+    url = tune.storage_url(config)
+    workers = [tune.open_study(config, url, worker, budget=1) for worker in range(2)]
+    count = tune.budget_has_room
+
+    def slow_count(trials: list[optuna.trial.FrozenTrial], total: int) -> bool:
+        room = count(trials, total)
+        time.sleep(0.3)  # the other worker counts meanwhile, unless the lock holds it back
+        return room
+
+    monkeypatch.setattr(tune, "budget_has_room", slow_count)
+    outcomes: list[str] = []
+
+    def ask(study: optuna.Study) -> None:
+        try:
+            outcomes.append(f"trial {study.ask().number}")
+        except tune.BudgetFull:
+            outcomes.append("full")
+
+    threads = [threading.Thread(target=ask, args=(study,)) for study in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["full", "trial 0"]
+    assert len(trials_of(config)) == 1
+    if storage == "postgres":
+        optuna.delete_study(study_name=tune.study_name(config), storage=url)
 
 
 # ---------------------------------------------------------------------------------------

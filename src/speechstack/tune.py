@@ -10,9 +10,10 @@ is a config override that runs the same ``train_fold`` the training uses.
 * A trial trains ``tune.folds`` (default ``[0]``) into
   ``studies/<study>/runs/<task>/trial<N>/fold<k>/`` (never ``runs/``); the objective is the
   mean best-epoch validation accuracy, maximised. After every epoch it reports the fold's
-  best accuracy so far and the pruner may stop it.
-* ``tune.trials`` is the study's total, shared by every worker (processes and machines):
-  a worker stops when finished + running + queued trials reach it. Failed trials keep their
+  best accuracy so far and the pruner may stop it. Trials do not predict the test set.
+* ``tune.trials`` is the study's exact total, shared by every worker (processes and
+  machines): a worker adds a trial only while finished + running + queued trials are fewer,
+  counted under a lock all workers share (:class:`BudgetedStudy`). Failed trials keep their
   error (user attribute ``error``) and count; the study goes on.
 * Resuming: the same command continues the study (``load_if_exists``). A trial stopped by
   Ctrl-C is marked failed (``interrupted``) and does not count. Running trials write a
@@ -22,12 +23,14 @@ is a config override that runs the same ``train_fold`` the training uses.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import multiprocessing
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from speechstack.artifacts import atomic_path
@@ -80,7 +84,7 @@ def _quiet_experimental() -> Iterator[None]:
 
 
 def study_name(config: Config) -> str:
-    return f"{config.task.name}-{config.experiment}"
+    return f"{config.task.dataset_name}-{config.experiment}"
 
 
 def study_dir(config: Config) -> Path:
@@ -96,7 +100,7 @@ def storage_url(config: Config, storage: str | None = None) -> str:
         return url
     folder = config.tune.studies_dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / f'{config.task.name}.db'}"
+    return f"sqlite:///{folder / f'{config.task.dataset_name}.db'}"
 
 
 def display_url(url: str) -> str:
@@ -152,19 +156,25 @@ def build_pruner(config: Config) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(config: Config, url: str, worker: int = 0) -> optuna.Study:
+def open_study(
+    config: Config, url: str, worker: int = 0, budget: int | None = None
+) -> optuna.Study:
     """Create the study, or load it to resume. The TPE seed is ``tune.seed`` for a fresh
     single-worker study (repeatable); workers and resumed runs offset it so they do not
-    re-draw the parameters already tried."""
+    re-draw the parameters already tried. With ``budget``, a :class:`BudgetedStudy` that
+    adds trials only while the study holds fewer than ``budget``."""
+    storage = open_storage(url, config.tune)
     study = optuna.create_study(
         study_name=study_name(config),
-        storage=open_storage(url, config.tune),
+        storage=storage,
         pruner=build_pruner(config),
         direction="maximize",
         load_if_exists=True,
     )
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ValueError(f"study {study.study_name!r} in {display_url(url)} is not maximising")
+    if budget is not None:
+        study = BudgetedStudy(study.study_name, storage, budget, study.pruner)
     offset = 1000 * worker + len(study.get_trials(deepcopy=False))
     study.sampler = build_sampler(config.tune, offset)
     return study
@@ -245,7 +255,9 @@ class TrainObjective:
             accuracies = []
             for position, fold in enumerate(self.config.tune.folds):
                 report = _pruning_reporter(trial, fold, position * config.train.epochs)
-                metrics = train_fold(config, fold, progress=self.progress, epoch_callback=report)
+                metrics = train_fold(
+                    config, fold, progress=self.progress, epoch_callback=report, predict_test=False
+                )
                 accuracies.append(float(metrics["val_accuracy"]))
                 trial.set_user_attr(f"fold{fold}_val_accuracy", accuracies[-1])
             return sum(accuracies) / len(accuracies)
@@ -282,25 +294,80 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     return True
 
 
-@dataclass
-class TrialBudget:
-    """Study callback: stop this worker when the study holds ``total`` trials that count
-    (:func:`counts_toward_budget`) and none is queued. Counting the other workers' running
-    trials keeps the total exact; two workers finishing at the same instant can still both
-    start one more (Optuna has no cross-process reservation)."""
+def budget_has_room(trials: list[FrozenTrial], total: int) -> bool:
+    """Whether a worker may run another trial: fewer than ``total`` trials count
+    (:func:`counts_toward_budget`), or one is queued (queued trials count already, and a
+    dead worker's re-queued trial must be redone)."""
+    used = sum(map(counts_toward_budget, trials))
+    return used < total or any(t.state == TrialState.WAITING for t in trials)
 
-    total: int
 
-    def has_work(self, study: optuna.Study) -> bool:
-        with _quiet_experimental():
-            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed + re-queued
-        trials = study.get_trials(deepcopy=False)
-        used = sum(map(counts_toward_budget, trials))
-        return used < self.total or any(t.state == TrialState.WAITING for t in trials)
+class BudgetFull(Exception):
+    """Raised by :meth:`BudgetedStudy.ask`: the study holds its trials; the worker is done."""
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if not self.has_work(study):
-            study.stop()
+
+# Dialects :func:`trial_creation_lock` serialises; with others, workers asking at the same
+# instant may each add a trial beyond the budget.
+LOCKED_DIALECTS = ("postgresql", "sqlite")
+# First key of the PostgreSQL advisory lock (the second is the study name's CRC-32).
+_LOCK_SPACE = zlib.crc32(b"speechstack.tune.trial-creation") & 0x7FFFFFFF
+
+
+@contextmanager
+def trial_creation_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
+    """Held by a worker while it counts study ``name``'s trials and adds one, so no two
+    workers on the storage do both at once: a PostgreSQL advisory lock (workers on any
+    machine; it goes with the connection if a worker dies) or an exclusive ``flock`` on
+    ``<database>.lock`` beside an SQLite file (one machine, as SQLite is). Other databases
+    (and in-memory SQLite, one process) get no lock."""
+    from sqlalchemy import text
+
+    engine = storage.engine
+    database = engine.url.database
+    if engine.dialect.name == "postgresql":
+        key = {"space": _LOCK_SPACE, "key": zlib.crc32(name.encode()) - 2**31}  # two int4s
+        with engine.connect() as connection, connection.begin():
+            connection.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"), key)
+            yield  # the transaction's end releases it
+    elif engine.dialect.name == "sqlite" and database and database != ":memory:":
+        with open(f"{database}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield  # closing the file releases it
+    else:
+        yield
+
+
+class BudgetedStudy(optuna.Study):
+    """A study whose :meth:`ask` (``optimize`` asks before every trial) hands out a trial
+    only while :func:`budget_has_room`, else raises :class:`BudgetFull`. It counts the
+    trials and then pops a queued trial or creates one under :func:`trial_creation_lock`,
+    so workers asking at the same instant cannot go past ``total`` between them, and
+    nothing is created that would have to be removed again."""
+
+    def __init__(
+        self,
+        name: str,
+        storage: optuna.storages.RDBStorage,
+        total: int,
+        pruner: optuna.pruners.BasePruner,
+    ) -> None:
+        super().__init__(study_name=name, storage=storage, pruner=pruner)
+        self.total = total
+        self._rdb = storage
+        if storage.engine.dialect.name not in LOCKED_DIALECTS:
+            log.warning(
+                "no trial-creation lock for %s storages: workers finishing at the same "
+                "instant may add a trial each beyond the %d", storage.engine.dialect.name, total
+            )  # fmt: skip
+
+    def has_room(self) -> bool:
+        return budget_has_room(self.get_trials(deepcopy=False), self.total)
+
+    def ask(self, fixed_distributions: dict[str, BaseDistribution] | None = None) -> Trial:
+        with trial_creation_lock(self._rdb, self.study_name):
+            if not self.has_room():
+                raise BudgetFull(f"study {self.study_name!r} holds its {self.total} trials")
+            return super().ask(fixed_distributions)
 
 
 def run_worker(
@@ -311,24 +378,23 @@ def run_worker(
     worker: int = 0,
     threads: int | None = None,
 ) -> None:
-    """Run trials of the study until it holds ``total`` (see :class:`TrialBudget`). Any
+    """Run trials of the study until it holds ``total`` (see :class:`BudgetedStudy`). Any
     number of workers, in any processes or machines, may share one storage."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    study = open_study(config, url, worker)
-    budget = TrialBudget(total)
-    if not budget.has_work(study):
-        return
+    study = open_study(config, url, worker, budget=total)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    study.optimize(
-        objective,
-        n_trials=total + queued,  # a cap; the budget callback stops it first
-        catch=(Exception,),
-        callbacks=[budget],
-        gc_after_trial=isinstance(objective, TrainObjective),  # frees a model; ~0.5 s
-    )
+    try:
+        study.optimize(
+            objective,
+            n_trials=total + queued,  # a cap; the budget ends the loop first
+            catch=(Exception,),
+            gc_after_trial=isinstance(objective, TrainObjective),  # frees a model; ~0.5 s
+        )
+    except BudgetFull as full:
+        log.debug("worker %d stops: %s", worker, full)
 
 
 def _worker_process(*args: Any) -> None:
