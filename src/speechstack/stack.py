@@ -146,7 +146,7 @@ def run_stack(
     for fold in range(k):
         train_rows, held_rows = fold_of != fold, fold_of == fold
         model = lightgbm.LGBMClassifier(
-            objective="multiclass",
+            objective="multiclass" if len(np.unique(truth[train_rows])) > 2 else "binary",
             random_state=config.seed + fold,
             verbose=-1,
             **config.lightgbm.model_dump(),
@@ -238,6 +238,8 @@ def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:
     out = np.zeros((matrix.shape[0], len(spec["labels"])))
     for fold in spec["folds"]:
         booster = lightgbm.Booster(model_file=str(stack_dir / fold["file"]))
-        probabilities = np.asarray(booster.predict(matrix)).reshape(matrix.shape[0], -1)
+        probabilities = np.asarray(booster.predict(matrix))
+        if probabilities.ndim == 1:  # a binary stacker gives the second class's probability
+            probabilities = np.stack([1.0 - probabilities, probabilities], axis=1)
         out[:, fold["classes"]] += probabilities / len(spec["folds"])
     return out
