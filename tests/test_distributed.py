@@ -55,3 +55,47 @@ def test_torchrun_two_processes_train_one_fold(
     assert set(oof["fname"]) == set(folds.filter(pl.col("fold") == 1)["fname"])
     # Exactly one writer: no leftover temp folders from the other rank.
     assert sorted(p.name for p in folder.parent.iterdir()) == ["fold1"]
+
+
+def test_models_that_skip_layers_get_ddp_looking_for_unused_parameters() -> None:
+    """Layerdrop leaves some layers out of a step; DDP must be told, or its next step fails.
+    One gloo process (world size 1) is enough to run DDP's bookkeeping."""
+    import torch
+    import torch.distributed as dist
+
+    from speechstack.models import MODELS, ModelContext, create_model
+
+    family = MODELS.get("wav2vec2")
+    dropping = create_model(
+        "wav2vec2", ModelContext(num_classes=3),
+        **{**family.tiny, "config_overrides": {"layerdrop": 0.5}},
+    )  # fmt: skip
+    assert dropping.skips_layers
+    assert not create_model("wav2vec2", ModelContext(num_classes=3), **family.tiny).skips_layers
+
+    class Alternating(torch.nn.Module):
+        skips_layers = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+            self.step = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.step += 1
+            return (self.a if self.step % 2 else self.b)(x)
+
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the one-process group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    setup = Distributed(rank=0, world_size=2)  # "distributed", over the one-process group
+    try:
+        wrapped = setup.wrap(Alternating(), torch.device("cpu"))
+        assert wrapped.find_unused_parameters
+        for _ in range(3):  # without find_unused_parameters the second step raises
+            wrapped(torch.ones(1, 2)).sum().backward()
+    finally:
+        dist.destroy_process_group()

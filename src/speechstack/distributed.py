@@ -52,10 +52,17 @@ class Distributed:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """DistributedDataParallel around ``model`` when distributed. A model that may leave
+        parameters out of a step (``model.skips_layers``: transformer layerdrop) makes DDP
+        look for unused parameters every step, which it otherwise would wait for forever."""
         if not self.enabled:
             return model
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=ids,
+            find_unused_parameters=bool(getattr(model, "skips_layers", False)),
+        )
 
     def barrier(self) -> None:
         if self.enabled and dist.is_initialized():

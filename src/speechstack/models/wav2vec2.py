@@ -60,6 +60,7 @@ class Wav2Vec2Classifier(nn.Module):
             Wav2Vec2Model, Wav2Vec2Config, params, class_names(context)
         )
         config = self.backbone.config
+        self.skips_layers = config.layerdrop > 0  # DDP must then look for unused parameters
         self.normalize = params.normalize
         # Models with layer-norm feature encoders were trained with an attention mask over
         # padding; group-norm ones (wav2vec2-base) must not get one (HF's convention).

@@ -135,6 +135,7 @@ class WhisperClassifier(nn.Module):
             loaded = load_transformer(WhisperForAudioClassification, WhisperConfig, params, names)
             self.encoder = loaded.encoder  # the projector/classifier of that class are unused
         encoder = self.encoder
+        self.skips_layers = encoder.config.encoder_layerdrop > 0  # DDP: look for unused
         if params.max_source_positions is not None:
             _cut_positions(encoder, params.max_source_positions)
         self.stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]  # frames per position
