@@ -169,7 +169,7 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(18, ge=1)
+    epochs: int = Field(16, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)  # peak learning rate (linear warm-up, cosine decay)
     weight_decay: float = Field(1e-2, ge=0)
