@@ -251,12 +251,13 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from speechstack.report import read_oof, with_manifest, write_report
+    from speechstack.report import report_oof
     from speechstack.tasks import create_task
     from speechstack.train import write_experiment_report
 
     config = _config(args)
     task = create_task(config.task)
+    manifest = task.train_manifest()
     names = (
         [e for e in args.experiments.split(",") if e]
         if args.experiments
@@ -264,17 +265,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
     if not names:
         raise FileNotFoundError(f"{config.task_runs_dir}: no runs to report on")
-    columns = task.report_columns()
     rows = []
     for name in names:
         run_dir = config.task_runs_dir / name
         if (run_dir / "stacker.json").is_file():
-            predictions = with_manifest(read_oof(run_dir), task.train_manifest(), columns)
-            summary = write_report(run_dir, f"{run_dir.parent.name} / {name}", predictions,
-                                   task.labels, columns)  # fmt: skip
+            title = f"{config.task.dataset_name} / {name}"
+            summary = report_oof(run_dir, title, manifest, task.labels, task.report_columns())
         else:
             experiment = config.model_copy(update={"experiment": name})
-            summary = write_experiment_report(experiment)
+            summary = write_experiment_report(experiment, task, manifest)
         if summary is None:
             rows.append((name, "-", "-", "unfinished folds: no report"))
             continue

@@ -180,6 +180,15 @@ def with_manifest(
     return joined
 
 
+def report_oof(
+    run_dir: Path, title: str, manifest: pl.DataFrame, labels: list[str], group_columns: list[str]
+) -> dict[str, Any]:
+    """``write_report`` of a run folder's out-of-fold predictions (``read_oof``), with the
+    truth and group columns from the task's ``manifest``."""
+    predictions = with_manifest(read_oof(run_dir), manifest, group_columns)
+    return write_report(run_dir, title, predictions, labels, group_columns)
+
+
 def read_oof(run_dir: Path) -> pl.DataFrame:
     """Out-of-fold predictions of a run folder: a stack's ``oof.parquet``, or the
     ``fold*/oof.parquet`` files of an experiment, concatenated."""

@@ -171,14 +171,12 @@ def run_stack(
         "clips": oof.height,
         "test_clips": 0 if test is None else test.height,
     }
+    stack_oof = pl.DataFrame(
+        {"fname": oof["fname"], **{c: stacked[:, i] for i, c in enumerate(labels)}}
+    )
     out_dir = runs_dir / config.name
     with atomic_directory(out_dir) as folder:
-        atomic_write_frame(
-            folder / "oof.parquet",
-            pl.DataFrame(
-                {"fname": oof["fname"], **{c: stacked[:, i] for i, c in enumerate(labels)}}
-            ),
-        )
+        atomic_write_frame(folder / "oof.parquet", stack_oof)
         if test is not None and test_stacked is not None:
             atomic_write_frame(
                 folder / "test.parquet",
@@ -209,13 +207,10 @@ def run_stack(
             from speechstack.report import with_manifest, write_report
 
             columns = report_columns or []
-            predictions = pl.DataFrame(
-                {"fname": oof["fname"], **{c: stacked[:, i] for i, c in enumerate(labels)}}
-            )
             write_report(
                 folder,
                 f"{runs_dir.name} / {config.name} over {', '.join(config.experiments)}",
-                with_manifest(predictions, manifest, columns),
+                with_manifest(stack_oof, manifest, columns),
                 labels,
                 columns,
             )

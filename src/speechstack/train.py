@@ -52,7 +52,7 @@ from speechstack.data import (
 from speechstack.distributed import Distributed
 from speechstack.folds import attach_folds, read_folds
 from speechstack.models import ModelContext, create_model
-from speechstack.report import read_oof, with_manifest, write_report
+from speechstack.report import report_oof, with_manifest, write_report
 from speechstack.tasks import Task, create_task
 
 log = logging.getLogger(__name__)
@@ -492,14 +492,15 @@ def train_folds(
     return metrics
 
 
-def write_experiment_report(config: Config) -> dict[str, Any] | None:
+def write_experiment_report(
+    config: Config, task: Task | None = None, manifest: pl.DataFrame | None = None
+) -> dict[str, Any] | None:
     """The report over the experiment's out-of-fold predictions (all folds), in its run
-    folder; None (nothing written) while a fold is unfinished."""
-    run_dir = config.run_dir
+    folder; None (nothing written) while a fold is unfinished. ``task`` and its train
+    ``manifest`` are built from the config unless given."""
     if not all((fold_dir(config, k) / "metrics.json").is_file() for k in range(config.folds.k)):
         return None
-    task = create_task(config.task)
-    columns = task.report_columns()
-    predictions = with_manifest(read_oof(run_dir), task.train_manifest(), columns)
+    task = task or create_task(config.task)
+    manifest = manifest if manifest is not None else task.train_manifest()
     title = f"{config.task.dataset_name} / {config.experiment} (out of fold)"
-    return write_report(run_dir, title, predictions, task.labels, columns)
+    return report_oof(config.run_dir, title, manifest, task.labels, task.report_columns())
