@@ -7,7 +7,6 @@ output against ``librosa.feature.melspectrogram`` + ``power_to_db``.
 
 from __future__ import annotations
 
-import librosa
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +38,8 @@ class LogMel(nn.Module):
         self.n_fft = config.n_fft
         self.hop_length = config.hop_length
         self.win_length = config.win_length
+        import librosa  # here, not at import (slow to import; only the filterbank)
+
         filterbank = librosa.filters.mel(
             sr=sample_rate,
             n_fft=config.n_fft,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from pydantic import Field
 from torch import nn
@@ -34,6 +33,8 @@ class LogMelCNN(nn.Module):
         self.front_end = LogMelFrontEnd(
             context.features, context.audio.sample_rate, context.spec_augment
         )
+        import timm  # here, not at import: config validation needs only the schema
+
         overlay = {"file": str(params.weights_file)} if params.weights_file else None
         if params.backbone not in timm.list_models():
             raise ValueError(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import librosa
 import torch
 from pydantic import Field
 from torch import nn
@@ -65,6 +64,8 @@ class WhisperLogMel(nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.total_samples = total_samples
+        import librosa  # here, not at import (slow to import; only the filterbank)
+
         filters = librosa.filters.mel(
             sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=8000.0, norm="slaney"
         )
