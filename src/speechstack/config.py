@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -181,6 +181,9 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None = torch's default
+    # folds `train` trains at once, each in its own process, the CPU cores shared between
+    # them; auto: one per core (at most one per fold) on the CPU, 1 on a GPU or under torchrun
+    parallel_folds: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
 
 class PredictConfig(Strict):

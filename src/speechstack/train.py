@@ -60,7 +60,8 @@ log = logging.getLogger(__name__)
 # Settings that do not change what a run computes; ignored when checking that a finished
 # fold belongs to the same experiment.
 RESULT_NEUTRAL = {
-    ("train", "num_workers"), ("train", "threads"), ("predict",), ("runs_dir",), ("cache_dir",),
+    ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"), ("predict",),
+    ("runs_dir",), ("cache_dir",),
     ("stack",), ("tune",),
 }  # fmt: skip
 
@@ -484,10 +485,23 @@ def train_folds(
     config: Config, folds: list[int] | None = None, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Train the given folds (default: all), skipping finished ones; returns their metrics.
-    When every fold of the experiment is then finished, its report is (re)written."""
+    Folds run ``train.parallel_folds`` at a time, each in its own process (see
+    ``fold_pool``), or one after the other in this one. When every fold of the experiment
+    is then finished, its report is (re)written."""
+    from speechstack.fold_pool import fold_processes, train_folds_in_parallel
+
     chosen = folds if folds is not None else list(range(config.folds.k))
-    metrics = [train_fold(config, fold, progress=progress) for fold in chosen]
-    if Distributed.from_environment().is_main:
+    finished = {fold: load_fold_metrics(config, fold) for fold in chosen}
+    pending = [fold for fold in chosen if finished[fold] is None]
+    distributed = Distributed.from_environment()
+    cpu = resolve_device(config.train.device).type == "cpu"
+    processes = fold_processes(config, len(pending), cpu, distributed.enabled)
+    if processes > 1:
+        trained = train_folds_in_parallel(config, pending, processes)
+        metrics = [trained.get(fold) or train_fold(config, fold) for fold in chosen]
+    else:
+        metrics = [train_fold(config, fold, progress=progress) for fold in chosen]
+    if distributed.is_main:
         write_experiment_report(config)
     return metrics
 

@@ -1,0 +1,124 @@
+"""Several folds trained at once, each in its own process, sharing the CPU cores.
+
+Small models on a CPU use cores poorly from one process: two one-thread processes train
+~1.4x the clips per second of one two-thread process on the default CNN (2-core machine).
+So ``train_folds`` runs ``train.parallel_folds`` folds at a time (``auto``: one per core
+when training on the CPU). The cores are shared out again at every epoch among the folds
+still running (``cores // running`` threads each), so the last fold does not run on one
+core while the others sit idle.
+
+Every fold writes its own artefacts atomically, as ``train_fold`` always does: a fold that
+fails or is interrupted leaves nothing behind and the finished ones stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+from speechstack.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: bool) -> int:
+    """How many folds to train at once: ``train.parallel_folds`` (at most ``pending``); with
+    ``auto`` one per CPU core on the CPU when not under torchrun and ``train.threads`` is
+    unset, else 1."""
+    setting = config.train.parallel_folds
+    if setting == "auto":
+        if not cpu_device or distributed or config.train.threads:
+            return 1
+        setting = os.cpu_count() or 1
+    return max(1, min(setting, pending))
+
+
+def train_folds_in_parallel(config: Config, folds: list[int], processes: int) -> dict[int, Any]:
+    """Train ``folds`` in ``processes`` worker processes; returns each fold's metrics. A
+    failed fold does not stop the others; the first failure is raised once all are done."""
+    context = multiprocessing.get_context("spawn")
+    running = context.Value("i", 0)
+    cores = os.cpu_count() or 1
+    print(f"training folds {folds} of {config.experiment}, {processes} at a time", flush=True)
+    results: dict[int, Any] = {}
+    failures: list[tuple[int, BaseException]] = []
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_worker_init, initargs=(running, cores)
+    ) as pool:
+        futures: dict[Future[Any], int] = {
+            pool.submit(_train_one_fold, config, fold): fold for fold in folds
+        }
+        try:
+            for future in as_completed(futures):
+                fold = futures[future]
+                error = future.exception()
+                if error is None:
+                    results[fold] = future.result()
+                else:
+                    log.error("fold %d of %s failed: %s", fold, config.experiment, error)
+                    failures.append((fold, error))
+        except BaseException:  # Ctrl-C: the workers got it too; nothing more starts
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if failures:
+        fold, error = failures[0]
+        failed = ", ".join(str(k) for k, _ in failures)
+        raise RuntimeError(
+            f"fold(s) {failed} of {config.experiment} failed (finished folds are kept; a re-run "
+            f"trains the rest); fold {fold}: {error}"
+        ) from error
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# In the worker processes
+
+_running: Synchronized[int] | None = None
+_cores = 1
+
+
+def _worker_init(running: Synchronized[int], cores: int) -> None:
+    global _running, _cores
+    _running, _cores = running, cores
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+
+def _share_cores(config: Config) -> int:
+    """Set this process's torch threads to its share of the cores (``train.threads`` when
+    set); returns it."""
+    import torch
+
+    threads = config.train.threads
+    if threads is None:
+        assert _running is not None
+        threads = max(1, _cores // max(1, _running.value))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _train_one_fold(config: Config, fold: int) -> Any:
+    from speechstack.train import train_fold
+
+    assert _running is not None
+    with _running.get_lock():
+        _running.value += 1
+    try:
+        threads = _share_cores(config)
+        print(f"fold {fold}: training ({threads} thread{'s' * (threads > 1)})", flush=True)
+
+        def after_epoch(epoch: int, val_accuracy: float) -> None:
+            print(
+                f"fold {fold} epoch {epoch + 1:>2}/{config.train.epochs}: "
+                f"val acc {val_accuracy:.4f}",
+                flush=True,
+            )
+            _share_cores(config)
+
+        return train_fold(config, fold, progress=False, epoch_callback=after_epoch)
+    finally:
+        with _running.get_lock():
+            _running.value -= 1
