@@ -67,7 +67,7 @@ folds: $(STAMP) ## write folds/<task>.csv (written once; FORCE=1 rewrites)
 train-fold: $(STAMP) ## train fold FOLD of MODEL: runs/<task>/<experiment>/fold<k>/
 	$(TRAIN) train-fold $(COMMON) --fold $(FOLD)
 
-train: $(STAMP) ## train every fold of MODEL (finished folds are skipped)
+train: $(STAMP) ## train every fold of MODEL (finished folds skipped; on a CPU several at once)
 	$(TRAIN) train $(COMMON)
 
 stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
@@ -103,12 +103,13 @@ DEMO_LAST := predict AUDIO=$(DATA)/demo_holdout ANSWERS=$(DATA)/demo_holdout/ans
 endif
 
 demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict)
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory data-demo && \
-	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && \
-	$(MAKE) --no-print-directory train && \
-	$(MAKE) --no-print-directory stack && \
-	$(MAKE) --no-print-directory $(DEMO_LAST) && \
+	@start=$$(date +%s); last=$$start; \
+	step() { now=$$(date +%s); echo "demo step $$1: $$((now - last)) s"; last=$$now; }; \
+	$(MAKE) --no-print-directory data-demo && step data && \
+	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && step folds && \
+	$(MAKE) --no-print-directory train && step train && \
+	$(MAKE) --no-print-directory stack && step stack && \
+	$(MAKE) --no-print-directory $(DEMO_LAST) && step $(firstword $(DEMO_LAST)) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
 tune: $(STAMP) ## Optuna study <task>-<experiment> over MODEL's tune.space: TRIALS in all, WORKERS processes

@@ -3,13 +3,15 @@ time and peak memory), and ``make demo`` end to end in a temporary folder."""
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 import os
+import re
 import subprocess
-import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +20,6 @@ import numpy as np
 from speechstack.bench.report import Check, Stage, number, rate
 from speechstack.bench.stages import Setup
 
-RESULT_PREFIX = "SPEECHSTACK_BENCH_RESULT "
 DEMO_TARGET_SECONDS = 600.0
 STAMP = ".venv/.installed"  # the Makefile's marker of an installed .venv
 STAMP_INPUTS = ("requirements.lock", "pyproject.toml")  # what the marker must be newer than
@@ -132,28 +133,45 @@ def scaling_epoch(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _child_main() -> None:
-    """Entry point of a scaling child: ``python -c ... <spec json>``; prints the result."""
-    result = scaling_epoch(json.loads(sys.argv[1]))
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+# Modules every scaling child needs, imported once by the forkserver that forks the children
+# (~10 s of imports per child otherwise); nothing of torch runs before the fork.
+CHILD_PRELOAD = ("speechstack.bench.processes", "speechstack.train", "timm")
+
+
+def _scaling_child(spec: dict[str, Any], connection: Connection) -> None:
+    """A scaling child: ``scaling_epoch(spec)``, the result (or the traceback) sent back."""
+    try:
+        connection.send(("ok", scaling_epoch(spec)))
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
 
 
 def run_scaling_child(spec: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
-    """``scaling_epoch(spec)`` in a fresh Python process (so its peak memory is its own)."""
-    command = [
-        sys.executable,
-        "-c",
-        "from speechstack.bench.processes import _child_main; _child_main()",
-        json.dumps(spec),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line.removeprefix(RESULT_PREFIX))
-    raise RuntimeError(
-        f"scaling child for factor {spec['factor']} failed (exit {completed.returncode}):\n"
-        + completed.stderr[-3000:]
-    )
+    """``scaling_epoch(spec)`` in a fresh process (so its peak memory is its own), forked
+    from a forkserver that has imported ``CHILD_PRELOAD`` once for every child."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(CHILD_PRELOAD))
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_scaling_child, args=(spec, send), daemon=True)
+    process.start()
+    send.close()
+    failure = f"scaling child for factor {spec['factor']}"
+    try:
+        if not receive.poll(timeout):
+            process.kill()
+            raise RuntimeError(f"{failure} took over {timeout:.0f} s; killed")
+        status, payload = receive.recv()
+    except EOFError:  # it died without a word (killed, out of memory, a crash)
+        process.join()
+        raise RuntimeError(f"{failure} died (exit {process.exitcode})") from None
+    finally:
+        receive.close()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"{failure} failed:\n{payload[-3000:]}")
+    return payload
 
 
 def bench_scaling(
@@ -223,6 +241,19 @@ def bench_scaling(
 # 6. End to end
 
 
+DEMO_STEP = re.compile(r"^demo step (\S+): (\d+) s$")  # printed by the Makefile's demo
+
+
+def demo_steps(lines: list[str]) -> dict[str, float]:
+    """Seconds of each step of ``make demo`` (data, folds, train, ...) from its log."""
+    steps = {}
+    for line in lines:
+        match = DEMO_STEP.match(line.strip())
+        if match:
+            steps[match[1]] = float(match[2])
+    return steps
+
+
 def bench_demo(repo_root: Path, work_dir: Path, timeout: float = 3600.0) -> Stage:
     """Wall time of ``make demo`` from the warm venv, run in a temporary folder (links to the
     Makefile, configs and the venv) so the user's data, folds, runs and submissions are
@@ -266,8 +297,17 @@ def bench_demo(repo_root: Path, work_dir: Path, timeout: float = 3600.0) -> Stag
     # the last lines, progress-bar redraws (carriage returns) split apart
     lines = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
     tail = [line.strip() for line in lines if line.strip()][-15:]
-    stage.measured = {"seconds": seconds, "returncode": completed.returncode, "log_tail": tail}
+    steps = demo_steps(lines)
+    stage.measured = {
+        "seconds": seconds,
+        "returncode": completed.returncode,
+        "steps": steps,
+        "log_tail": tail,
+    }
     stage.lines = [("make demo, warm .venv, fresh folder", f"{seconds / 60:.1f} min")]
+    if steps:
+        split = ", ".join(f"{name} {value:.0f} s" for name, value in steps.items())
+        stage.lines.append(("  its steps", split))
     if completed.returncode != 0:
         last = " | ".join(tail[-3:])
         stage.notes.append(f"make demo failed (exit {completed.returncode}): {last}")
