@@ -98,3 +98,33 @@ def test_pretrained_from_local_weights_file(tmp_path) -> None:
     stem = next(p for n, p in model.backbone.named_parameters() if n.startswith("conv_stem"))
     expected = source.conv_stem.weight.sum(dim=1, keepdim=True)  # RGB filters summed to 1 channel
     assert torch.allclose(stem, expected, atol=1e-5)
+
+
+def test_forward_backward_under_bf16_autocast(family: str) -> None:
+    """The mixed-precision path of the loop (``Precision.autocast``), run with CPU autocast:
+    logits and gradients stay finite and the loss is computed in float32."""
+    from speechstack.train import Precision
+
+    model = tiny_model(family)
+    precision = Precision(torch.device("cpu"), True, torch.bfloat16)
+    with precision.autocast():
+        logits = model(torch.randn(4, SAMPLES) * 0.1)
+    assert logits.shape == (4, CLASSES)
+    loss = torch.nn.functional.cross_entropy(logits.float(), torch.arange(4) % CLASSES)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize(("bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_precision_is_bf16_where_supported_else_fp16_with_scaling(
+    bf16: bool, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speechstack.train import Precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    precision = Precision.choose(torch.device("cuda"), amp=True)
+    assert (precision.enabled, precision.dtype) == (True, dtype)
+    assert not Precision.choose(torch.device("cuda"), amp=False).enabled
+    assert not Precision.choose(torch.device("cpu"), amp=True).enabled
