@@ -498,7 +498,10 @@ def train_folds(
     processes = fold_processes(config, len(pending), cpu, distributed.enabled)
     if processes > 1:
         trained = train_folds_in_parallel(config, pending, processes)
-        metrics = [trained.get(fold) or train_fold(config, fold) for fold in chosen]
+        metrics = [
+            trained[fold] if finished[fold] is None else finished[fold] | {"skipped": True}
+            for fold in chosen
+        ]
     else:
         metrics = [train_fold(config, fold, progress=progress) for fold in chosen]
     if distributed.is_main:
