@@ -135,6 +135,7 @@ test-all: $(STAMP) ## run every test, slow ones included
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 clean: ## remove runs, caches and generated demo data (keeps .venv)
 	rm -rf runs cache data .pytest_cache .ruff_cache

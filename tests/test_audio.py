@@ -81,9 +81,7 @@ def test_other_rates_are_resampled_to_16khz_keeping_length_and_pitch(
 # ---------------------------------------------------------------- segments
 
 
-def test_start_and_duration_read_a_segment_in_the_files_own_time(
-    tmp_path: Path, write_wav
-) -> None:
+def test_start_and_duration_read_a_segment_in_the_files_own_time(tmp_path: Path, write_wav) -> None:
     signal = np.random.default_rng(0).uniform(-0.9, 0.9, 3 * RATE)
     path = write_wav(tmp_path / "long.wav", signal, RATE, "FLOAT")
     audio = read_audio(path, RATE, start_seconds=1.25, duration_seconds=0.5)

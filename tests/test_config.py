@@ -48,8 +48,11 @@ def test_defaults_load_without_a_file() -> None:
         ({"experimentt": "x"}, "experimentt", "experiment"),
         ({"train": {"lrr": 0.1}}, "train.lrr", "warmup_fraction"),
         ({"augment": {"noise": {"pp": 0.5}}}, "augment.noise.pp", "min_snr_db"),
-        ({"model": {"name": "cnn", "params": {"backbon": "x"}}}, "model.params.backbon",
-         "backbone"),
+        (
+            {"model": {"name": "cnn", "params": {"backbon": "x"}}},
+            "model.params.backbon",
+            "backbone",
+        ),
     ],
     ids=["top-level", "nested", "deeply-nested", "model-params"],
 )
@@ -81,7 +84,8 @@ def test_parse_override_nests_dotted_keys_with_yaml_typing() -> None:
     assert parse_override("train.amp=false") == {"train": {"amp": False}}
     assert parse_override("train.threads=null") == {"train": {"threads": None}}
     assert parse_override("stack.experiments=[cnn, ast]") == {
-        "stack": {"experiments": ["cnn", "ast"]}}
+        "stack": {"experiments": ["cnn", "ast"]}
+    }
     assert parse_override("experiment=a=b") == {"experiment": "a=b"}
 
 
@@ -99,8 +103,16 @@ def test_parse_override_rejects_malformed_text(text: str) -> None:
 
 def test_overrides_apply_over_the_file(repo_root: Path) -> None:
     path = repo_root / "configs" / "speech_commands" / "cnn.yaml"
-    config = load_config(path, ["train.lr=0.1", "augment.noise.p=0", "train.lr=1e-3",
-                                "model.params.drop_rate=0.3", "folds.k=3"])
+    config = load_config(
+        path,
+        [
+            "train.lr=0.1",
+            "augment.noise.p=0",
+            "train.lr=1e-3",
+            "model.params.drop_rate=0.3",
+            "folds.k=3",
+        ],
+    )
     assert config.train.lr == pytest.approx(0.001)  # the last override wins
     assert config.augment.noise.p == 0.0
     assert config.augment.noise.min_snr_db == load_config(path).augment.noise.min_snr_db
@@ -112,13 +124,23 @@ def test_overrides_apply_over_the_file(repo_root: Path) -> None:
 
 
 def test_base_chain_merges_recursively(tmp_path: Path) -> None:
-    write_yaml(tmp_path / "shared" / "root.yaml",
-               {"train": {"epochs": 3, "lr": 0.5, "batch_size": 8}, "folds": {"k": 4}})
-    write_yaml(tmp_path / "shared" / "middle.yaml",
-               {"base": "root.yaml", "train": {"lr": 0.2}, "augment": {"gain": {"p": 1.0}}})
-    path = write_yaml(tmp_path / "experiments" / "leaf.yaml",
-                      {"base": "../shared/middle.yaml", "experiment": "leaf",
-                       "train": {"batch_size": 16}, "augment": {"gain": {"max_db": 3.0}}})
+    write_yaml(
+        tmp_path / "shared" / "root.yaml",
+        {"train": {"epochs": 3, "lr": 0.5, "batch_size": 8}, "folds": {"k": 4}},
+    )
+    write_yaml(
+        tmp_path / "shared" / "middle.yaml",
+        {"base": "root.yaml", "train": {"lr": 0.2}, "augment": {"gain": {"p": 1.0}}},
+    )
+    path = write_yaml(
+        tmp_path / "experiments" / "leaf.yaml",
+        {
+            "base": "../shared/middle.yaml",
+            "experiment": "leaf",
+            "train": {"batch_size": 16},
+            "augment": {"gain": {"max_db": 3.0}},
+        },
+    )
     config = load_config(path)
     assert config.experiment == "leaf"
     assert (config.train.epochs, config.train.lr, config.train.batch_size) == (3, 0.2, 16)

@@ -126,8 +126,9 @@ def long_clips(tmp_path: Path, write_wav) -> pl.DataFrame:
     for index, seconds in enumerate([0.5, 2.3, 4.0]):
         samples = rng.uniform(-0.5, 0.5, round(16000 * seconds))
         path = write_wav(tmp_path / f"clip{index}.wav", samples, 16000, "FLOAT")
-        rows.append({"fname": path.name, "path": str(path), "start": 0.0, "duration": None,
-                     "gain_db": 0.0})
+        rows.append(
+            {"fname": path.name, "path": str(path), "start": 0.0, "duration": None, "gain_db": 0.0}
+        )
     return pl.DataFrame(rows, schema_overrides={"duration": pl.Float64})
 
 

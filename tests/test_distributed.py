@@ -37,7 +37,9 @@ def test_torchrun_two_processes_train_one_fold(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [sys.executable, "-m", "speechstack.cli", "folds", *common],
-        cwd=tmp_path, check=True, env=env,
+        cwd=tmp_path,
+        check=True,
+        env=env,
     )
     result = subprocess.run(
         [

@@ -20,8 +20,18 @@ FLOOR_DB = -80.0
 
 def librosa_log_mel(waveform: np.ndarray) -> np.ndarray:
     power = librosa.feature.melspectrogram(
-        y=waveform, sr=RATE, n_fft=512, hop_length=160, win_length=400, window="hann",
-        center=True, pad_mode="constant", power=2.0, n_mels=64, fmin=20, fmax=8000,
+        y=waveform,
+        sr=RATE,
+        n_fft=512,
+        hop_length=160,
+        win_length=400,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=64,
+        fmin=20,
+        fmax=8000,
     )
     return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
 
@@ -45,7 +55,9 @@ def white_noise(samples: int = RATE) -> np.ndarray:
 @pytest.mark.parametrize("f_max", [8000.0, None], ids=["f_max=8000", "f_max=None"])
 @pytest.mark.parametrize("source", ["speech", "white-noise", "noise-odd-length"])
 def test_log_mel_matches_librosa(
-    request: pytest.FixtureRequest, tiny_speech_commands: Path, source: str,
+    request: pytest.FixtureRequest,
+    tiny_speech_commands: Path,
+    source: str,
     f_max: float | None,
 ) -> None:
     """Same shape as librosa (power_to_db of melspectrogram, n_fft 512, win 400, hop 160,

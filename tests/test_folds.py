@@ -21,8 +21,9 @@ from speechstack.tasks import create_task
 LABELS = ["yes", "no", "up", "down", "silence", "unknown"]
 
 
-def synthetic_manifest(speakers: int = 20, clips_per_label: int = 2,
-                       noise_files: int = 6, silence_per_file: int = 8) -> pl.DataFrame:
+def synthetic_manifest(
+    speakers: int = 20, clips_per_label: int = 2, noise_files: int = 6, silence_per_file: int = 8
+) -> pl.DataFrame:
     """Every speaker says every label ``clips_per_label`` times; silence cut from noise
     files, grouped by file (as the speech-commands reader does)."""
     rows: dict[str, list[str]] = {"fname": [], "label": [], "group": []}
@@ -126,7 +127,9 @@ def test_write_folds_refuses_to_overwrite_without_force(
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt(), OSError("disk full")])
 def test_interrupted_rewrite_keeps_the_old_file_and_leaves_no_temp(
-    manifest: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    manifest: pl.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     interruption: BaseException,
 ) -> None:
     path = tmp_path / "folds.csv"
@@ -173,8 +176,7 @@ def test_attach_folds_with_a_mismatching_manifest_explains_how_to_fix_it(
 ) -> None:
     path = tmp_path / "folds.csv"
     write_folds(manifest, path, k=5, seed=0)
-    extra = pl.DataFrame({"fname": ["yes/new_nohash_0.wav"], "label": ["yes"],
-                          "group": ["new"]})
+    extra = pl.DataFrame({"fname": ["yes/new_nohash_0.wav"], "label": ["yes"], "group": ["new"]})
     changed = pl.concat([manifest.slice(1), extra])
     with pytest.raises(FoldsError) as error:
         attach_folds(changed, read_folds(path), path)

@@ -22,12 +22,16 @@ from speechstack.submission import (
     validate_submission,
     write_submission,
 )
+from speechstack.tasks.speech_commands import LABELS
 
-LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-          "silence", "unknown"]
 SAMPLE_ORDER = ["clip_c.wav", "clip_a.wav", "clip_e.wav", "clip_b.wav", "clip_d.wav"]
-ANSWERS = {"clip_a.wav": "yes", "clip_b.wav": "no", "clip_c.wav": "silence",
-           "clip_d.wav": "unknown", "clip_e.wav": "go"}
+ANSWERS = {
+    "clip_a.wav": "yes",
+    "clip_b.wav": "no",
+    "clip_c.wav": "silence",
+    "clip_d.wav": "unknown",
+    "clip_e.wav": "go",
+}
 
 
 @pytest.fixture
@@ -40,8 +44,9 @@ def sample(tmp_path: Path) -> Path:
 @pytest.fixture
 def solution(tmp_path: Path) -> Path:
     path = tmp_path / "demo_solution.csv"
-    pl.DataFrame({"fname": SAMPLE_ORDER, "label": [ANSWERS[f] for f in SAMPLE_ORDER]}
-                 ).write_csv(path)
+    pl.DataFrame({"fname": SAMPLE_ORDER, "label": [ANSWERS[f] for f in SAMPLE_ORDER]}).write_csv(
+        path
+    )
     return path
 
 
@@ -57,8 +62,9 @@ def test_write_submission_names_the_file_and_keeps_the_sample_order(
     tmp_path: Path, sample: Path
 ) -> None:
     out = tmp_path / "submissions"
-    path = write_submission(answers_in_sorted_order(), out, "speech_commands", 0.87654,
-                            LABELS, sample)
+    path = write_submission(
+        answers_in_sorted_order(), out, "speech_commands", 0.87654, LABELS, sample
+    )
     assert path.parent == out
     assert re.fullmatch(r"speech_commands-\d{8}-\d{6}-cv0\.8765\.csv", path.name), path.name
     assert path.read_text().splitlines()[0] == "fname,label"
@@ -81,8 +87,10 @@ def test_write_submission_never_overwrites_within_the_same_second(
     assert len({first, second, third}) == 3
     assert first.read_text() == first_text
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (first, second, third))
-    assert all(p.name.startswith("sc-20240101-120000") and p.name.endswith("-cv0.5000.csv")
-               for p in (first, second, third))
+    assert all(
+        p.name.startswith("sc-20240101-120000") and p.name.endswith("-cv0.5000.csv")
+        for p in (first, second, third)
+    )
 
 
 def test_write_submission_without_a_sample_keeps_the_given_order(tmp_path: Path) -> None:
@@ -112,16 +120,18 @@ def test_missing_fnames_are_named(sample: Path) -> None:
 
 
 def test_extra_fnames_are_named(sample: Path) -> None:
-    extra = pl.concat([answers_in_sorted_order(),
-                       pl.DataFrame({"fname": ["clip_z.wav"], "label": ["yes"]})])
+    extra = pl.concat(
+        [answers_in_sorted_order(), pl.DataFrame({"fname": ["clip_z.wav"], "label": ["yes"]})]
+    )
     with pytest.raises(SubmissionError) as error:
         validate_submission(extra, LABELS, sample, "my.csv")
     assert "1 unexpected" in str(error.value) and "clip_z.wav" in str(error.value)
 
 
 def test_duplicate_fnames_are_named(sample: Path) -> None:
-    duplicated = pl.concat([answers_in_sorted_order(),
-                            pl.DataFrame({"fname": ["clip_b.wav"], "label": ["yes"]})])
+    duplicated = pl.concat(
+        [answers_in_sorted_order(), pl.DataFrame({"fname": ["clip_b.wav"], "label": ["yes"]})]
+    )
     with pytest.raises(SubmissionError, match="duplicate") as error:
         validate_submission(duplicated, LABELS, sample, "my.csv")
     assert "clip_b.wav" in str(error.value)
@@ -129,8 +139,11 @@ def test_duplicate_fnames_are_named(sample: Path) -> None:
 
 def test_labels_outside_the_task_are_named_with_the_valid_ones(sample: Path) -> None:
     wrong = answers_in_sorted_order().with_columns(
-        pl.when(pl.col("fname") == "clip_a.wav").then(pl.lit("marvin"))
-        .otherwise(pl.col("label")).alias("label"))
+        pl.when(pl.col("fname") == "clip_a.wav")
+        .then(pl.lit("marvin"))
+        .otherwise(pl.col("label"))
+        .alias("label")
+    )
     with pytest.raises(SubmissionError) as error:
         validate_submission(wrong, LABELS, sample, "my.csv")
     message = str(error.value)
@@ -142,8 +155,11 @@ def test_empty_labels_are_rejected(sample: Path) -> None:
     """A null label (e.g. a clip whose prediction was lost in a join) would be written as
     an empty cell; Kaggle scores it as wrong, so it must be refused here."""
     holes = answers_in_sorted_order().with_columns(
-        pl.when(pl.col("fname") == "clip_a.wav").then(None)
-        .otherwise(pl.col("label")).alias("label"))
+        pl.when(pl.col("fname") == "clip_a.wav")
+        .then(None)
+        .otherwise(pl.col("label"))
+        .alias("label")
+    )
     with pytest.raises(SubmissionError, match="label"):
         validate_submission(holes, LABELS, sample, "my.csv")
 
@@ -167,19 +183,25 @@ def test_a_valid_submission_passes(sample: Path) -> None:
 
 
 def test_predictions_to_submission_takes_the_argmax_label() -> None:
-    probabilities = pl.DataFrame({"fname": ["a.wav", "b.wav"], "yes": [0.7, 0.1],
-                                  "no": [0.2, 0.3], "silence": [0.1, 0.6]})
+    probabilities = pl.DataFrame(
+        {"fname": ["a.wav", "b.wav"], "yes": [0.7, 0.1], "no": [0.2, 0.3], "silence": [0.1, 0.6]}
+    )
     submission = predictions_to_submission(probabilities, ["yes", "no", "silence"])
-    assert submission.to_dict(as_series=False) == {"fname": ["a.wav", "b.wav"],
-                                                   "label": ["yes", "silence"]}
+    assert submission.to_dict(as_series=False) == {
+        "fname": ["a.wav", "b.wav"],
+        "label": ["yes", "silence"],
+    }
 
 
 def test_score_submission_is_accuracy(solution: Path) -> None:
     perfect = answers_in_sorted_order()
     assert score_submission(perfect, solution) == 1.0
     two_wrong = perfect.with_columns(
-        pl.when(pl.col("fname").is_in(["clip_a.wav", "clip_b.wav"])).then(pl.lit("stop"))
-        .otherwise(pl.col("label")).alias("label"))
+        pl.when(pl.col("fname").is_in(["clip_a.wav", "clip_b.wav"]))
+        .then(pl.lit("stop"))
+        .otherwise(pl.col("label"))
+        .alias("label")
+    )
     assert score_submission(two_wrong, solution) == pytest.approx(3 / 5)
     missing_one = perfect.filter(pl.col("fname") != "clip_e.wav")
     assert score_submission(missing_one, solution) == pytest.approx(4 / 5)
@@ -231,8 +253,17 @@ def submission_file(tmp_path: Path) -> Path:
 
 
 def expected_command(kaggle: str, file: Path, message: str) -> list[str]:
-    return [kaggle, "competitions", "submit", "-c", "tensorflow-speech-recognition-challenge",
-            "-f", str(file), "-m", message]
+    return [
+        kaggle,
+        "competitions",
+        "submit",
+        "-c",
+        "tensorflow-speech-recognition-challenge",
+        "-f",
+        str(file),
+        "-m",
+        message,
+    ]
 
 
 def test_competition_is_the_tf_speech_challenge() -> None:
@@ -274,7 +305,9 @@ def test_no_credentials_is_an_error_mentioning_kaggle_json(
 
 
 def test_no_kaggle_on_path_says_how_to_install(
-    submission_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    submission_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     no_kaggle_credentials: Path,
 ) -> None:
     (no_kaggle_credentials / "kaggle.json").write_text('{"username": "u", "key": "k"}')
@@ -288,8 +321,12 @@ def test_no_kaggle_on_path_says_how_to_install(
 
 @pytest.mark.parametrize("credentials", ["kaggle.json", "environment"])
 def test_submit_runs_the_cli_with_exactly_the_arguments_and_no_shell(
-    submission_file: Path, fake_kaggle: tuple[Path, Path], no_kaggle_credentials: Path,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, credentials: str,
+    submission_file: Path,
+    fake_kaggle: tuple[Path, Path],
+    no_kaggle_credentials: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    credentials: str,
 ) -> None:
     if credentials == "kaggle.json":
         (no_kaggle_credentials / "kaggle.json").write_text('{"username": "u", "key": "k"}')

@@ -14,17 +14,32 @@ import soundfile as sf
 from speechstack.synth import Espeak, english_voices, generate_speech_commands
 from speechstack.synth import speech_commands as sc
 
-TINY = {"speakers": 4, "test_speakers": 2, "test_clips": 20, "noise_seconds": 2.0,
-        "progress": False}
+TINY = {
+    "speakers": 4,
+    "test_speakers": 2,
+    "test_clips": 20,
+    "noise_seconds": 2.0,
+    "progress": False,
+}
 TRAIN_CLIP = re.compile(r"^(?P<speaker>[0-9a-f]{8})_nohash_(?P<index>\d+)\.wav$")
 TEST_CLIP = re.compile(r"^clip_[0-9a-f]{9}\.wav$")
-NOISE_FILES = {"white_noise.wav", "pink_noise.wav", "brown_noise.wav", "running_tap.wav",
-               "electric_hum.wav", "babble.wav", "README.md"}
+NOISE_FILES = {
+    "white_noise.wav",
+    "pink_noise.wav",
+    "brown_noise.wav",
+    "running_tap.wav",
+    "electric_hum.wav",
+    "babble.wav",
+    "README.md",
+}
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -41,8 +56,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_speak_returns_16khz_float_speech() -> None:
-    audio = Espeak().speak("marvin", voice="en-us", variant="f3", rate=175, pitch=50,
-                           pitch_range=50)
+    audio = Espeak().speak(
+        "marvin", voice="en-us", variant="f3", rate=175, pitch=50, pitch_range=50
+    )
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert 0.2 * 16_000 < len(audio) < 1.5 * 16_000
     assert 0.01 < np.abs(audio).max() <= 1.0
@@ -53,8 +69,14 @@ def test_english_voices_include_several_accents() -> None:
     assert {"en", "en-us", "en-gb-scotland"} <= set(voices.accents)
     assert {"f3", "m1"} <= set(voices.variants)
     for accent in voices.accents:
-        assert len(Espeak().speak("yes", voice=accent, variant=None, rate=175, pitch=50,
-                                  pitch_range=50)) > 0
+        assert (
+            len(
+                Espeak().speak(
+                    "yes", voice=accent, variant=None, rate=175, pitch=50, pitch_range=50
+                )
+            )
+            > 0
+        )
 
 
 def test_reset_makes_a_sequence_reproducible() -> None:
@@ -62,44 +84,60 @@ def test_reset_makes_a_sequence_reproducible() -> None:
 
     def say() -> list[np.ndarray]:
         espeak.reset()
-        return [espeak.speak(word, voice="en-gb-scotland", variant=variant, rate=160,
-                             pitch=40, pitch_range=60)
-                for word in ("yes", "sheila") for variant in ("f3", "m3", "whisper")]
+        return [
+            espeak.speak(
+                word, voice="en-gb-scotland", variant=variant, rate=160, pitch=40, pitch_range=60
+            )
+            for word in ("yes", "sheila")
+            for variant in ("f3", "m3", "whisper")
+        ]
 
     first = say()
-    espeak.speak("something else in between", voice="en-029", variant="m1", rate=300,
-                 pitch=10, pitch_range=10)
+    espeak.speak(
+        "something else in between",
+        voice="en-029",
+        variant="m1",
+        rate=300,
+        pitch=10,
+        pitch_range=10,
+    )
     assert all(np.array_equal(a, b) for a, b in zip(first, say(), strict=True))
 
 
 def test_ssml_prosody_slows_speech_down() -> None:
     espeak = Espeak()
-    plain = espeak.speak("<speak>I am so happy</speak>", voice="en-us", variant="f2",
-                         rate=175, pitch=50, pitch_range=50, ssml=True)
-    slow = espeak.speak('<speak><prosody rate="x-slow">I am so happy</prosody></speak>',
-                        voice="en-us", variant="f2", rate=175, pitch=50, pitch_range=50,
-                        ssml=True)
+
+    def speak(ssml: str) -> np.ndarray:
+        return espeak.speak(
+            ssml, voice="en-us", variant="f2", rate=175, pitch=50, pitch_range=50, ssml=True
+        )
+
+    plain = speak("<speak>I am so happy</speak>")
+    slow = speak('<speak><prosody rate="x-slow">I am so happy</prosody></speak>')
     assert len(slow) > 1.3 * len(plain)
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ({"voice": "xx-nowhere", "variant": None}, "not found"),
-    ({"voice": "en-us", "variant": "nobody"}, "unknown espeak-ng variant"),
-    ({"voice": "en-us", "variant": None, "rate": 10}, "rate"),
-    ({"voice": "en-us", "variant": None, "pitch": 101}, "pitch"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"voice": "xx-nowhere", "variant": None}, "not found"),
+        ({"voice": "en-us", "variant": "nobody"}, "unknown espeak-ng variant"),
+        ({"voice": "en-us", "variant": None, "rate": 10}, "rate"),
+        ({"voice": "en-us", "variant": None, "pitch": 101}, "pitch"),
+    ],
+)
 def test_speak_rejects_bad_arguments(arguments: dict, message: str) -> None:
     settings = {"rate": 175, "pitch": 50, "pitch_range": 50, **arguments}
     with pytest.raises(ValueError, match=message):
         Espeak().speak("yes", **settings)
 
 
-def test_missing_library_is_a_clear_error(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_library_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from speechstack.synth import espeak
 
-    monkeypatch.setattr(espeak, "_espeak_paths",
-                        lambda: (tmp_path / "libespeak-ng.so", tmp_path / "espeak-ng-data"))
+    monkeypatch.setattr(
+        espeak, "_espeak_paths", lambda: (tmp_path / "libespeak-ng.so", tmp_path / "espeak-ng-data")
+    )
     with pytest.raises(RuntimeError, match="cannot load libespeak-ng"):
         espeak._Engine().load()
 
@@ -118,7 +156,11 @@ def test_layout_matches_kaggle(dataset: Path) -> None:
     assert len(test_names) == TINY["test_clips"]
     assert all(TEST_CLIP.match(name) for name in test_names)
     assert {p.name for p in dataset.iterdir()} == {
-        "train", "test", "sample_submission.csv", "demo_solution.csv"}
+        "train",
+        "test",
+        "sample_submission.csv",
+        "demo_solution.csv",
+    }
     assert not list(dataset.parent.glob("*.partial-*"))
 
 
@@ -132,15 +174,21 @@ def test_every_speaker_says_every_command(dataset: Path) -> None:
             assert match is not None
             found.setdefault(match["speaker"], []).append(int(match["index"]))
         assert set(found) == {speaker.id for speaker in train}
-        assert all(sorted(indexes) == list(range(len(indexes))) and len(indexes) <= 3
-                   for indexes in found.values())
+        assert all(
+            sorted(indexes) == list(range(len(indexes))) and len(indexes) <= 3
+            for indexes in found.values()
+        )
 
 
 def test_wav_format(dataset: Path) -> None:
     for path in dataset.rglob("*.wav"):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
-            16_000, 1, "PCM_16", "WAV"), path
+            16_000,
+            1,
+            "PCM_16",
+            "WAV",
+        ), path
         expected = 2 * 16_000 if sc.NOISE_FOLDER in path.parts else 16_000
         assert info.frames == expected, path
 
@@ -154,8 +202,11 @@ def test_clips_hold_sound_with_some_noise(dataset: Path) -> None:
 
 def test_validation_and_testing_lists_follow_the_hash_rule(dataset: Path) -> None:
     train = dataset / "train"
-    clips = sorted(f"{p.parent.name}/{p.name}" for p in (train / "audio").glob("*/*.wav")
-                   if p.parent.name != sc.NOISE_FOLDER)
+    clips = sorted(
+        f"{p.parent.name}/{p.name}"
+        for p in (train / "audio").glob("*/*.wav")
+        if p.parent.name != sc.NOISE_FOLDER
+    )
     for name in ("validation", "testing"):
         lines = (train / f"{name}_list.txt").read_text().splitlines()
         assert all((train / "audio" / line).is_file() for line in lines)
@@ -196,14 +247,15 @@ def test_test_set_plan_has_absent_words_and_matches_the_files(dataset: Path) -> 
 
 def test_test_speakers_are_new(dataset: Path) -> None:
     train, test = sc.make_speakers(0, TINY["speakers"], TINY["test_speakers"])
-    train_ids = {TRAIN_CLIP.match(p.name)["speaker"]  # type: ignore[index]
-                 for p in (dataset / "train" / "audio").glob("*/*_nohash_*.wav")}
+    train_ids = {
+        TRAIN_CLIP.match(p.name)["speaker"]  # type: ignore[index]
+        for p in (dataset / "train" / "audio").glob("*/*_nohash_*.wav")
+    }
     assert train_ids == {speaker.id for speaker in train}
     assert not train_ids & {speaker.id for speaker in test}
 
     def voice(speaker: sc.Speaker) -> tuple:
-        return (speaker.accent, speaker.variant, speaker.pitch, speaker.rate,
-                speaker.pitch_range)
+        return (speaker.accent, speaker.variant, speaker.pitch, speaker.rate, speaker.pitch_range)
 
     assert not {voice(s) for s in train} & {voice(s) for s in test}
 
@@ -212,8 +264,9 @@ def test_test_speakers_are_new(dataset: Path) -> None:
 
 
 def test_same_seed_gives_identical_bytes(dataset: Path, tmp_path: Path) -> None:
-    Espeak().speak("disturb the engine state", voice="en-029", variant="m3", rate=250,
-                   pitch=20, pitch_range=80)
+    Espeak().speak(
+        "disturb the engine state", voice="en-029", variant="m3", rate=250, pitch=20, pitch_range=80
+    )
     again = generate_speech_commands(tmp_path / "again", seed=0, **TINY)
     assert file_digests(again) == file_digests(dataset)
 
@@ -222,7 +275,8 @@ def test_another_seed_gives_another_dataset(dataset: Path, tmp_path: Path) -> No
     other = generate_speech_commands(tmp_path / "other", seed=1, **TINY)
     assert set(file_digests(other).values()) != set(file_digests(dataset).values())
     assert {p.name for p in (other / "test" / "audio").iterdir()} != {
-        p.name for p in (dataset / "test" / "audio").iterdir()}
+        p.name for p in (dataset / "test" / "audio").iterdir()
+    }
 
 
 def test_refuses_to_overwrite_then_force_replaces(tmp_path: Path) -> None:

@@ -41,8 +41,11 @@ RAVDESS_DESIGN = {
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -53,8 +56,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def ravdess_fields(path: Path) -> tuple[int, ...]:
     match = RAVDESS_FILE.match(path.name)
     assert match is not None, path.name
-    return tuple(int(match[key]) for key in
-                 ("emotion", "intensity", "statement", "repetition", "actor"))
+    return tuple(
+        int(match[key]) for key in ("emotion", "intensity", "statement", "repetition", "actor")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +113,11 @@ def test_ravdess_files_are_48k_mono_pcm16_sentences(ravdess: Path) -> None:
     for path in ravdess.rglob("*.wav"):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
-            48_000, 1, "PCM_16", "WAV"), path
+            48_000,
+            1,
+            "PCM_16",
+            "WAV",
+        ), path
         assert 1.5 < info.duration < 5.0, path
 
 
@@ -119,7 +127,8 @@ def test_ravdess_holdout_answers_point_at_its_files(ravdess: Path) -> None:
     assert list(rows[0]) == ["path", "label"]
     assert len(rows) == 60
     assert {row["path"] for row in rows} == {
-        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")}
+        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")
+    }
     for row in rows:
         assert row["path"].startswith("Actor_03/")
         emotion_code, *_, actor = ravdess_fields(Path(row["path"]))
@@ -134,8 +143,15 @@ def test_ravdess_actors_have_distinct_voices_of_their_gender() -> None:
         assert actor.sex == ("male" if actor.number % 2 else "female")
         assert actor.variant in genders[actor.sex]
     assert len({actor.variant for actor in actors if actor.sex == "male"}) == 12
-    assert len({(actor.accent, actor.variant, actor.pitch, actor.rate, actor.pitch_range)
-                for actor in actors}) == 24
+    assert (
+        len(
+            {
+                (actor.accent, actor.variant, actor.pitch, actor.rate, actor.pitch_range)
+                for actor in actors
+            }
+        )
+        == 24
+    )
     assert len({actor.accent for actor in actors}) > 3
 
 
@@ -147,9 +163,11 @@ def clip_features(path: Path) -> tuple[float, float, float]:
     speaking = frames > 0.05 * frames.max()
     f0 = librosa.yin(audio, fmin=60, fmax=600, sr=16_000, frame_length=1024, hop_length=160)
     voiced = f0[: len(speaking)][speaking[: len(f0)]]
-    return (float(np.sqrt(np.mean(frames[speaking] ** 2))),
-            float(np.flatnonzero(speaking)[-1] - np.flatnonzero(speaking)[0]) * 0.01,
-            float(np.median(voiced)))
+    return (
+        float(np.sqrt(np.mean(frames[speaking] ** 2))),
+        float(np.flatnonzero(speaking)[-1] - np.flatnonzero(speaking)[0]) * 0.01,
+        float(np.median(voiced)),
+    )
 
 
 def test_emotions_differ_in_prosody(ravdess: Path) -> None:
@@ -175,7 +193,10 @@ def test_emotions_differ_in_prosody(ravdess: Path) -> None:
 
 def test_crema_d_layout_covers_the_real_design(crema_d: Path) -> None:
     assert {p.name for p in crema_d.iterdir()} == {
-        "AudioWAV", "VideoDemographics.csv", "demo_holdout"}
+        "AudioWAV",
+        "VideoDemographics.csv",
+        "demo_holdout",
+    }
     by_actor: dict[int, list[re.Match]] = {}
     for path in (crema_d / "AudioWAV").iterdir():
         match = CREMA_D_FILE.match(path.name)
@@ -188,8 +209,10 @@ def test_crema_d_layout_covers_the_real_design(crema_d: Path) -> None:
         assert len(takes) == len(matches) == 16 + 2 * 6
         ieo = {take for take in takes if take[0] == "IEO"}
         assert ieo == {("IEO", "NEU", "XX")} | {
-            ("IEO", code, level) for code in ("ANG", "DIS", "FEA", "HAP", "SAD")
-            for level in ("LO", "MD", "HI")}
+            ("IEO", code, level)
+            for code in ("ANG", "DIS", "FEA", "HAP", "SAD")
+            for level in ("LO", "MD", "HI")
+        }
         others = takes - ieo
         assert {level for *_, level in others} == {"XX"}
         sentences = {sentence for sentence, *_ in others}
@@ -202,7 +225,11 @@ def test_crema_d_files_are_16k_mono_pcm16(crema_d: Path) -> None:
     for path in crema_d.rglob("*.wav"):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
-            16_000, 1, "PCM_16", "WAV"), path
+            16_000,
+            1,
+            "PCM_16",
+            "WAV",
+        ), path
         assert 0.8 < info.duration < 5.0, path
 
 
@@ -228,7 +255,8 @@ def test_crema_d_holdout_answers_point_at_its_files(crema_d: Path) -> None:
     rows = read_csv(holdout / "answers.csv")
     assert len(rows) == 28
     assert {row["path"] for row in rows} == {
-        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")}
+        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")
+    }
     for row in rows:
         match = CREMA_D_FILE.match(Path(row["path"]).name)
         assert match is not None and row["path"].startswith("AudioWAV/")
@@ -240,14 +268,17 @@ def test_crema_d_holdout_answers_point_at_its_files(crema_d: Path) -> None:
 
 
 def test_ravdess_same_seed_same_bytes_other_seed_other(ravdess: Path, tmp_path: Path) -> None:
-    Espeak().speak("disturb the engine state", voice="en-029", variant="m3", rate=250,
-                   pitch=20, pitch_range=80)
+    Espeak().speak(
+        "disturb the engine state", voice="en-029", variant="m3", rate=250, pitch=20, pitch_range=80
+    )
     again = generate_ravdess(tmp_path / "again", seed=0, **TINY_RAVDESS)
     assert file_digests(again) == file_digests(ravdess)
-    other = generate_ravdess(tmp_path / "other", seed=1, actors=1, holdout_actors=0,
-                             progress=False)
-    first = {name: digest for name, digest in file_digests(ravdess).items()
-             if name.startswith("Actor_01/")}
+    other = generate_ravdess(tmp_path / "other", seed=1, actors=1, holdout_actors=0, progress=False)
+    first = {
+        name: digest
+        for name, digest in file_digests(ravdess).items()
+        if name.startswith("Actor_01/")
+    }
     assert set(file_digests(other)) == set(first)
     assert not set(file_digests(other).values()) & set(first.values())
 
@@ -291,14 +322,17 @@ def test_a_crash_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("generate", "arguments", "message"), [
-    (generate_ravdess, {"actors": 0}, "actor"),
-    (generate_ravdess, {"holdout_actors": -1}, "holdout"),
-    (generate_ravdess, {"actors": 90, "holdout_actors": 10}, "two digits"),
-    (generate_ravdess, {"seed": -1}, "seed"),
-    (generate_crema_d, {"sentences_per_actor": 12}, "sentences_per_actor"),
-    (generate_crema_d, {"actors": 0}, "actor"),
-])
+@pytest.mark.parametrize(
+    ("generate", "arguments", "message"),
+    [
+        (generate_ravdess, {"actors": 0}, "actor"),
+        (generate_ravdess, {"holdout_actors": -1}, "holdout"),
+        (generate_ravdess, {"actors": 90, "holdout_actors": 10}, "two digits"),
+        (generate_ravdess, {"seed": -1}, "seed"),
+        (generate_crema_d, {"sentences_per_actor": 12}, "sentences_per_actor"),
+        (generate_crema_d, {"actors": 0}, "actor"),
+    ],
+)
 def test_rejects_bad_sizes(tmp_path: Path, generate, arguments: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate(tmp_path / "demo", progress=False, **arguments)

@@ -20,8 +20,11 @@ BENGALI_SCRIPT = re.compile(r"[\u0980-\u09ff]")
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -35,18 +38,23 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bengali_voice_reads_bengali_script() -> None:
-    audio = Espeak().speak("খাবারটা চমৎকার ছিল", voice="bn", variant="f2", rate=160,
-                           pitch=50, pitch_range=50)
+    audio = Espeak().speak(
+        "খাবারটা চমৎকার ছিল", voice="bn", variant="f2", rate=160, pitch=50, pitch_range=50
+    )
     assert len(audio) > 0.6 * 16_000 and np.abs(audio).max() > 0.05
 
 
 def test_manifest_lists_every_clip(corpus: Path) -> None:
-    assert (corpus / "manifest.csv").read_text(encoding="utf-8").startswith(
-        "path,label,speaker,transcript,language\n")
+    assert (
+        (corpus / "manifest.csv")
+        .read_text(encoding="utf-8")
+        .startswith("path,label,speaker,transcript,language\n")
+    )
     rows = read_csv(corpus / "manifest.csv")
     assert len(rows) == 4 * 6
     assert {row["path"] for row in rows} == {
-        str(path.relative_to(corpus)) for path in (corpus / "clips").rglob("*.wav")}
+        str(path.relative_to(corpus)) for path in (corpus / "clips").rglob("*.wav")
+    }
     for row in rows:
         match = CLIP_PATH.match(row["path"])
         assert match is not None, row["path"]
@@ -62,8 +70,11 @@ def test_labels_are_balanced_and_both_languages_present(corpus: Path) -> None:
     per_speaker = Counter((row["speaker"], row["label"]) for row in rows)
     speakers = {row["speaker"] for row in rows}
     assert speakers == {"en01", "bn01", "en02", "bn02"}
-    assert all(per_speaker[(speaker, label)] == 3
-               for speaker in speakers for label in ("positive", "negative"))
+    assert all(
+        per_speaker[(speaker, label)] == 3
+        for speaker in speakers
+        for label in ("positive", "negative")
+    )
     assert Counter(row["language"] for row in rows) == {"en": 12, "bn": 12}
 
 
@@ -73,8 +84,10 @@ def test_transcripts_decide_the_label(corpus: Path) -> None:
         bengali = bool(BENGALI_SCRIPT.search(row["transcript"]))
         assert bengali == (row["language"] == "bn"), row
         assert row["transcript"].strip()
-    by_label = {label: {row["transcript"] for row in rows if row["label"] == label}
-                for label in ("positive", "negative")}
+    by_label = {
+        label: {row["transcript"] for row in rows if row["label"] == label}
+        for label in ("positive", "negative")
+    }
     assert not by_label["positive"] & by_label["negative"]
     # The label is carried by sentiment words: every sentence holds one of its label's words.
     for language, lexicon in sentiment._LEXICONS.items():
@@ -89,7 +102,11 @@ def test_clips_are_16k_mono_pcm16_speech(corpus: Path) -> None:
     for path in corpus.rglob("*.wav"):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
-            16_000, 1, "PCM_16", "WAV"), path
+            16_000,
+            1,
+            "PCM_16",
+            "WAV",
+        ), path
         assert 0.7 < info.duration < 6.0, path
     audio, _ = sf.read(next((corpus / "clips" / "bn01").iterdir()))
     assert np.abs(audio).max() > 0.01 and np.count_nonzero(audio) > 0.9 * len(audio)
@@ -100,23 +117,24 @@ def test_holdout_answers_point_at_new_speakers(corpus: Path) -> None:
     rows = read_csv(holdout / "answers.csv")
     assert list(rows[0]) == ["path", "label"]
     assert {row["path"] for row in rows} == {
-        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")}
+        str(path.relative_to(holdout)) for path in holdout.rglob("*.wav")
+    }
     speakers = {CLIP_PATH.match(row["path"])["speaker"] for row in rows}  # type: ignore[index]
     assert speakers == {"en03", "bn03"}
     assert Counter(row["label"] for row in rows) == {"positive": 6, "negative": 6}
     train, holdout_speakers = sentiment.make_speakers(0, 4, 2)
 
     def voice(speaker: sentiment.Speaker) -> tuple:
-        return (speaker.voice, speaker.variant, speaker.pitch, speaker.rate,
-                speaker.pitch_range)
+        return (speaker.voice, speaker.variant, speaker.pitch, speaker.rate, speaker.pitch_range)
 
     assert not {voice(s) for s in train} & {voice(s) for s in holdout_speakers}
     assert {s.voice for s in train if s.language == "bn"} == {"bn"}
 
 
 def test_same_seed_same_bytes_other_seed_other(corpus: Path, tmp_path: Path) -> None:
-    Espeak().speak("disturb the engine state", voice="en-029", variant="m3", rate=250,
-                   pitch=20, pitch_range=80)
+    Espeak().speak(
+        "disturb the engine state", voice="en-029", variant="m3", rate=250, pitch=20, pitch_range=80
+    )
     again = generate_sentiment(tmp_path / "again", seed=0, **TINY)
     assert file_digests(again) == file_digests(corpus)
     other = generate_sentiment(tmp_path / "other", seed=1, **TINY)
@@ -155,12 +173,15 @@ def test_a_crash_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ({"speakers": 0}, "speaker"),
-    ({"holdout_speakers": -1}, "holdout"),
-    ({"clips_per_speaker": 1}, "clips_per_speaker"),
-    ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"speakers": 0}, "speaker"),
+        ({"holdout_speakers": -1}, "holdout"),
+        ({"clips_per_speaker": 1}, "clips_per_speaker"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_rejects_bad_sizes(tmp_path: Path, arguments: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_sentiment(tmp_path / "demo", **{**TINY, **arguments})

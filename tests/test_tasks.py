@@ -15,8 +15,20 @@ from speechstack.config import TaskConfig
 from speechstack.tasks import MANIFEST_COLUMNS, TASKS, TEST_COLUMNS, DatasetError, create_task
 from speechstack.tasks.speech_commands import COMMANDS, LABELS, SpeechCommands, word_label
 
-TWELVE_LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-                 "silence", "unknown"]
+TWELVE_LABELS = [
+    "yes",
+    "no",
+    "up",
+    "down",
+    "left",
+    "right",
+    "on",
+    "off",
+    "stop",
+    "go",
+    "silence",
+    "unknown",
+]
 
 
 def make_task(data_dir: Path, **params: Any) -> SpeechCommands:
@@ -26,13 +38,17 @@ def make_task(data_dir: Path, **params: Any) -> SpeechCommands:
 
 
 def word_folders(data_dir: Path) -> list[Path]:
-    return [p for p in sorted((data_dir / "train" / "audio").iterdir())
-            if p.is_dir() and p.name != "_background_noise_"]
+    return [
+        p
+        for p in sorted((data_dir / "train" / "audio").iterdir())
+        if p.is_dir() and p.name != "_background_noise_"
+    ]
 
 
 def mean_command_count(data_dir: Path) -> float:
-    return float(np.mean([len(list((data_dir / "train" / "audio" / w).glob("*.wav")))
-                          for w in COMMANDS]))
+    return float(
+        np.mean([len(list((data_dir / "train" / "audio" / w).glob("*.wav"))) for w in COMMANDS])
+    )
 
 
 @pytest.fixture
@@ -57,9 +73,15 @@ def test_manifest_has_the_standard_columns_and_the_twelve_labels(
     assert set(manifest["label"]) == set(TWELVE_LABELS)
     assert not manifest["fname"].is_duplicated().any()
     assert manifest["fname"].to_list() == sorted(manifest["fname"])
-    assert manifest.select(pl.col(c).null_count() for c in
-                           ["fname", "path", "start", "gain_db", "label", "target", "group"]
-                           ).sum_horizontal().item() == 0
+    assert (
+        manifest.select(
+            pl.col(c).null_count()
+            for c in ["fname", "path", "start", "gain_db", "label", "target", "group"]
+        )
+        .sum_horizontal()
+        .item()
+        == 0
+    )
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in manifest["path"])
     np.testing.assert_array_equal(task.class_to_label(), np.eye(12, dtype=np.float32))
 
@@ -69,8 +91,11 @@ def test_word_clips_are_labelled_by_folder_and_grouped_by_speaker(
 ) -> None:
     manifest = make_task(tiny_speech_commands, unknown_ratio=None).train_manifest()
     words = manifest.filter(pl.col("label") != "silence")
-    on_disk = sorted(f"{p.parent.name}/{p.name}" for folder in word_folders(tiny_speech_commands)
-                     for p in folder.glob("*.wav"))
+    on_disk = sorted(
+        f"{p.parent.name}/{p.name}"
+        for folder in word_folders(tiny_speech_commands)
+        for p in folder.glob("*.wav")
+    )
     assert sorted(words["fname"]) == on_disk  # unknown_ratio=None keeps every clip
     for row in words.iter_rows(named=True):
         word, name = row["fname"].split("/")
@@ -123,8 +148,9 @@ def test_a_large_silence_count_is_honoured_exactly(tiny_speech_commands: Path) -
 def test_silence_rows_are_cut_from_noise_files_grouped_by_file(
     tiny_speech_commands: Path,
 ) -> None:
-    task = make_task(tiny_speech_commands, silence_clips=30, silence_min_gain_db=-30.0,
-                     silence_max_gain_db=-10.0)
+    task = make_task(
+        tiny_speech_commands, silence_clips=30, silence_min_gain_db=-30.0, silence_max_gain_db=-10.0
+    )
     silence = task.train_manifest().filter(pl.col("label") == "silence")
     noise_files = {str(p.resolve()): p for p in task.noise_files()}
     assert len(noise_files) == 6
@@ -174,8 +200,11 @@ def test_words_mode_targets_words_and_maps_them_to_labels(tiny_speech_commands: 
 
 def test_official_split_comes_from_the_validation_and_testing_lists(dataset_copy: Path) -> None:
     train = dataset_copy / "train"
-    clips = sorted(f"{p.parent.name}/{p.name}" for folder in word_folders(dataset_copy)
-                   for p in folder.glob("*.wav"))
+    clips = sorted(
+        f"{p.parent.name}/{p.name}"
+        for folder in word_folders(dataset_copy)
+        for p in folder.glob("*.wav")
+    )
     validation, testing = clips[:5], clips[5:9]
     (train / "validation_list.txt").write_text("\n".join(validation) + "\n")
     (train / "testing_list.txt").write_text("\n".join(testing) + "\n")
@@ -201,8 +230,10 @@ def test_test_manifest_lists_the_test_clips(tiny_speech_commands: Path) -> None:
     assert test.columns == TEST_COLUMNS
     on_disk = sorted(p.name for p in (tiny_speech_commands / "test" / "audio").glob("*.wav"))
     assert test["fname"].to_list() == on_disk and len(on_disk) == 24
-    assert all(Path(p).is_file() and Path(p).name == f for p, f in
-               zip(test["path"], test["fname"], strict=True))
+    assert all(
+        Path(p).is_file() and Path(p).name == f
+        for p, f in zip(test["path"], test["fname"], strict=True)
+    )
     sample = pl.read_csv(tiny_speech_commands / "sample_submission.csv")
     assert set(sample["fname"]) == set(test["fname"])
 

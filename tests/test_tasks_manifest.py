@@ -72,9 +72,7 @@ def test_without_a_speaker_column_every_clip_is_its_own_group(corpus: Path) -> N
 
 
 @pytest.mark.parametrize("escape", ["../outside.wav", "clips/../../outside.wav", "ABSOLUTE"])
-def test_paths_leaving_the_sheet_folder_are_refused(
-    corpus: Path, write_wav, escape: str
-) -> None:
+def test_paths_leaving_the_sheet_folder_are_refused(corpus: Path, write_wav, escape: str) -> None:
     outside = write_wav(corpus.parent / "outside.wav", TONE, 16000)
     path = str(outside) if escape == "ABSOLUTE" else escape
     table = pl.read_csv(corpus / "manifest.csv")

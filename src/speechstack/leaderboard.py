@@ -36,8 +36,7 @@ def leaderboard(task_runs: Path, folds_file: Path, labels: list[str]) -> list[En
     entries = []
     for folder in sorted(p for p in task_runs.iterdir() if p.is_dir()):
         metrics = [
-            json.loads(path.read_text())
-            for path in sorted(folder.glob("fold*/metrics.json"))
+            json.loads(path.read_text()) for path in sorted(folder.glob("fold*/metrics.json"))
         ]
         if not metrics:
             continue
