@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from speechstack.config import load_config
-from speechstack.fold_pool import fold_processes
+from speechstack.fold_pool import core_share, fold_processes
 from speechstack.folds import write_folds
 from speechstack.tasks import create_task
 from speechstack.train import fold_dir, train_folds
@@ -46,6 +46,23 @@ def test_how_many_folds_at_once(
         overrides.append(f"train.threads={threads}")
     config = config_with(repo_root, *overrides)
     assert fold_processes(config, pending, cpu, distributed) == expected
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "unfinished", "expected"),
+    [
+        (2, 2, 5, 1),  # the first fold to start does not take its neighbour's core
+        (2, 2, 2, 1),
+        (2, 2, 1, 2),  # the last fold gets both cores
+        (16, 5, 5, 3),
+        (16, 5, 2, 8),
+        (4, 8, 8, 1),  # never below one thread
+    ],
+)
+def test_cores_are_shared_among_the_folds_that_run_together(
+    cores: int, processes: int, unfinished: int, expected: int
+) -> None:
+    assert core_share(cores, processes, unfinished) == expected
 
 
 def test_parallel_folds_is_validated(repo_root: Path) -> None:

@@ -4,8 +4,10 @@ Small models on a CPU use cores poorly from one process: two one-thread processe
 ~1.4x the clips per second of one two-thread process on the default CNN (2-core machine).
 So ``train_folds`` runs ``train.parallel_folds`` folds at a time (``auto``: one per core
 when training on the CPU). The cores are shared out again at every epoch among the folds
-still running (``cores // running`` threads each), so the last fold does not run on one
-core while the others sit idle.
+that run now or wait to (``cores // min(processes, unfinished folds)`` threads each), so
+the last fold does not run on one core while the others sit idle, and a fold that starts
+before its neighbour never takes the neighbour's cores (oversubscribed cores train slower
+than either share).
 
 Every fold writes its own artefacts atomically, as ``train_fold`` always does: a fold that
 fails or is interrupted leaves nothing behind and the finished ones stay.
@@ -41,13 +43,16 @@ def train_folds_in_parallel(config: Config, folds: list[int], processes: int) ->
     """Train ``folds`` in ``processes`` worker processes; returns each fold's metrics. A
     failed fold does not stop the others; the first failure is raised once all are done."""
     context = multiprocessing.get_context("spawn")
-    running = context.Value("i", 0)
+    unfinished = context.Value("i", len(folds))
     cores = os.cpu_count() or 1
     print(f"training folds {folds} of {config.experiment}, {processes} at a time", flush=True)
     results: dict[int, Any] = {}
     failures: list[tuple[int, BaseException]] = []
     with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_worker_init, initargs=(running, cores)
+        processes,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(unfinished, processes, cores),
     ) as pool:
         futures: dict[Future[Any], int] = {
             pool.submit(_train_one_fold, config, fold): fold for fold in folds
@@ -74,16 +79,23 @@ def train_folds_in_parallel(config: Config, folds: list[int], processes: int) ->
     return results
 
 
+def core_share(cores: int, processes: int, unfinished: int) -> int:
+    """Threads for each fold when ``unfinished`` folds (this one included) are left for
+    ``processes`` workers on ``cores`` cores: the folds running together split the cores."""
+    return max(1, cores // max(1, min(processes, unfinished)))
+
+
 # ---------------------------------------------------------------------------------------
 # In the worker processes
 
-_running: Synchronized[int] | None = None
+_unfinished: Synchronized[int] | None = None
+_processes = 1
 _cores = 1
 
 
-def _worker_init(running: Synchronized[int], cores: int) -> None:
-    global _running, _cores
-    _running, _cores = running, cores
+def _worker_init(unfinished: Synchronized[int], processes: int, cores: int) -> None:
+    global _unfinished, _processes, _cores
+    _unfinished, _processes, _cores = unfinished, processes, cores
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
 
@@ -94,8 +106,8 @@ def _share_cores(config: Config) -> int:
 
     threads = config.train.threads
     if threads is None:
-        assert _running is not None
-        threads = max(1, _cores // max(1, _running.value))
+        assert _unfinished is not None
+        threads = core_share(_cores, _processes, _unfinished.value)
     torch.set_num_threads(threads)
     return threads
 
@@ -103,9 +115,7 @@ def _share_cores(config: Config) -> int:
 def _train_one_fold(config: Config, fold: int) -> Any:
     from speechstack.train import train_fold
 
-    assert _running is not None
-    with _running.get_lock():
-        _running.value += 1
+    assert _unfinished is not None
     try:
         threads = _share_cores(config)
         print(f"fold {fold}: training ({threads} thread{'s' * (threads > 1)})", flush=True)
@@ -120,5 +130,5 @@ def _train_one_fold(config: Config, fold: int) -> Any:
 
         return train_fold(config, fold, progress=False, epoch_callback=after_epoch)
     finally:
-        with _running.get_lock():
-            _running.value -= 1
+        with _unfinished.get_lock():
+            _unfinished.value -= 1
