@@ -124,7 +124,14 @@ dashboard: $(STAMP) ## optuna-dashboard on the study storage at http://127.0.0.1
 dashboard-screenshot: $(STAMP) ## PNG of the study's dashboard page (headless Chromium): studies/<study>/dashboard.png
 	$(CLI) dashboard-screenshot $(COMMON) $(STORE)
 
-bench: $(STAMP) ## speed benchmarks vs targets (features, data pipeline, loop, inference, scaling, demo) -> bench/results.json; BENCH_ARGS=--skip-demo
+# numba compiles librosa's kernels on their first call (~35 s) and caches them in the venv:
+# done once per venv before the first `make bench`, so no run times a compiler.
+$(VENV)/.librosa-jit: $(STAMP)
+	@echo "compiling librosa's numba kernels for the benchmark's reference, once per venv"
+	$(BIN)/python -m speechstack.bench --warm-up
+	touch $@
+
+bench: $(STAMP) $(VENV)/.librosa-jit ## speed benchmarks vs targets (features, data pipeline, loop, inference, scaling, demo) -> bench/results.json; BENCH_ARGS=--skip-demo
 	$(BIN)/python -m speechstack.bench --out bench/results.json $(BENCH_ARGS)
 
 test: $(STAMP) ## run the fast test suite (no slow marker)

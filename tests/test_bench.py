@@ -362,3 +362,12 @@ def test_store_reads_cached_rows_without_the_map(tmp_path: Path) -> None:
     in_memory = WaveformStore(waveforms)
     np.testing.assert_array_equal(in_memory.read(2), waveforms[2])
     assert not np.shares_memory(in_memory.read(2), waveforms)
+
+
+def test_warm_up_compiles_the_librosa_reference_and_runs_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    assert main(["--warm-up", "--out", str(out)]) == 0
+    assert "librosa reference compiled in" in capsys.readouterr().out
+    assert not out.exists()  # no benchmark ran

@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for the rest)",
     )
     parser.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="only compile librosa's numba kernels (its reference's first call, ~35 s on a "
+        "new venv; numba caches them in the venv) and exit: `make bench` does it once per venv",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="tiny sizes and no make demo: a smoke run, not numbers to compare with the targets",
@@ -244,10 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warm_up() -> int:
+    """Call the librosa reference once, so that numba compiles (and caches) its kernels."""
+    import numpy as np
+
+    from speechstack.bench.stages import librosa_log_mel
+    from speechstack.config import FeatureConfig
+
+    start = time.perf_counter()
+    librosa_log_mel(np.zeros(16_000, np.float32), FeatureConfig(), 16_000)
+    print(f"librosa reference compiled in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from speechstack.artifacts import atomic_write_json
 
     args = build_parser().parse_args(argv)
+    if args.warm_up:
+        return warm_up()
     if args.data is not None and not (args.data / "train" / "audio").is_dir():
         message = f"error: {args.data} is not a Speech Commands folder (no train/audio)"
         print(message, file=sys.stderr)
