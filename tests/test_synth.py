@@ -160,6 +160,7 @@ def test_layout_matches_kaggle(dataset: Path) -> None:
         "test",
         "sample_submission.csv",
         "demo_solution.csv",
+        "demo_conditions.csv",
     }
     assert not list(dataset.parent.glob("*.partial-*"))
 
@@ -231,7 +232,7 @@ def test_submission_files(dataset: Path) -> None:
     assert [row["fname"] for row in solution] == test_names
     labels = [row["label"] for row in solution]
     assert set(labels) <= set(sc.LABELS)
-    assert labels.count("silence") == 2 and labels.count("unknown") == 3
+    assert labels.count("silence") == 2 and labels.count("unknown") == 4
     assert all(labels.count(command) >= 1 for command in sc.COMMANDS)
 
 
@@ -243,6 +244,26 @@ def test_test_set_plan_has_absent_words_and_matches_the_files(dataset: Path) -> 
     assert all(clip.label == "unknown" for clip in plan if clip.word in sc.ABSENT_WORDS)
     solution = {row["fname"]: row["label"] for row in read_csv(dataset / "demo_solution.csv")}
     assert solution == {clip.fname: clip.label for clip in plan}
+    # what each clip holds, for accuracy by condition
+    conditions = {row["fname"]: row for row in read_csv(dataset / "demo_conditions.csv")}
+    test_ids = {s.id for s in sc.make_speakers(0, TINY["speakers"], TINY["test_speakers"])[1]}
+    for clip in plan:
+        row = conditions[clip.fname]
+        assert row["label"] == clip.label and row["word"] == (clip.word or "")
+        if clip.word is None:
+            assert row["kind"] == "silence" and row["snr_db"] == ""
+            continue
+        assert row["kind"] == (
+            "absent"
+            if clip.word in sc.ABSENT_WORDS
+            else "command"
+            if clip.label != "unknown"
+            else "unknown"
+        )
+        assert row["speaker"] in test_ids and row["voice"] in {"klatt", "held-out"}
+        assert -46.0 <= float(row["peak_dbfs"]) <= -1.0 and 0.0 <= float(row["snr_db"]) <= 45.0
+        assert row["channel"] in {"", "telephone", "low-pass"}
+        assert row["rt60_s"] == "" or 0.2 <= float(row["rt60_s"]) <= 0.9
 
 
 def test_test_speakers_are_new(dataset: Path) -> None:
@@ -258,6 +279,10 @@ def test_test_speakers_are_new(dataset: Path) -> None:
         return (speaker.accent, speaker.variant, speaker.pitch, speaker.rate, speaker.pitch_range)
 
     assert not {voice(s) for s in train} & {voice(s) for s in test}
+    # Test speakers are made differently: variants train never uses, a shifted voice each.
+    assert not {s.variant for s in train} & {s.variant for s in test}
+    assert any(s.variant.startswith("klatt") for s in test)
+    assert all(s.shift is not None for s in test) and all(s.shift is None for s in train)
 
 
 # ---------------------------------------------------------------- determinism and safety

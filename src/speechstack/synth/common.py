@@ -203,3 +203,13 @@ def add_room_tone(
         tone = np.resize(tone, len(clip))
     start = int(rng.integers(0, len(tone) - len(clip) + 1))
     return clip + tone[start : start + len(clip)] * 10 ** (noise_db / 20)
+
+
+def random_window(sound: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random `length`-sample stretch of `sound` (repeated end to end if it is shorter)."""
+    if len(sound) == 0:
+        raise ValueError("cannot cut a window from an empty sound")
+    if len(sound) < length:
+        sound = np.resize(sound, length)
+    start = int(rng.integers(0, len(sound) - length + 1))
+    return sound[start : start + length]

@@ -7,15 +7,33 @@ end to end without the 2 GB download:
     <out_dir>/train/audio/<word>/<speaker>_nohash_<n>.wav      30 words
     <out_dir>/train/audio/_background_noise_/*.wav, README.md
     <out_dir>/train/validation_list.txt, testing_list.txt      the dataset's hash rule
-    <out_dir>/test/audio/clip_<9 hex>.wav                       unseen speakers, noisier
+    <out_dir>/test/audio/clip_<9 hex>.wav                       shifted: see below
     <out_dir>/sample_submission.csv                             fname,label (all silence)
     <out_dir>/demo_solution.csv                                 fname,label: the answer key
+    <out_dir>/demo_conditions.csv                               what each test clip holds
 
 A speaker is one espeak-ng voice: accent x variant x pitch x rate x pitch range. Every
-clip is 1 s of 16 kHz mono PCM16 with the word at a random onset, a random gain and a
-little recording noise. Every random choice comes from `np.random.default_rng` streams
-keyed by the seed, and libespeak-ng is reloaded before each speaker, so a seed always
-gives byte-identical files.
+clip is 1 s of 16 kHz mono PCM16 with the word at a random onset. Train clips get a
+random gain and a little recording noise (coloured noise, sometimes mains hum).
+
+The test set is shifted the way the real competition's was, so that a score on it says
+how a model copes with people and places it never met (see `speechstack.synth.shift`):
+
+- Unseen speakers made differently: about half use espeak-ng's Klatt formant
+  synthesiser (the `klatt*` variants, never used for train speakers), the rest
+  variants held out from train; every test speaker also gets a strong voice shift
+  (vocal-tract-length warp, spectral tilt and EQ, tremor, sometimes breath noise).
+- Noises of kinds `_background_noise_` does not hold (`shift.NOISE_KINDS`: a crowd of
+  other voices, music, traffic, keyboard clicks, blue and violet noise, wind) on most
+  word clips at 0-20 dB SNR, reverberant rooms on about half, telephone or low-pass
+  channels (some mu-law coded or clipped) on about a third, and word peaks from -45 to
+  -1 dBFS. Silence clips are cut from the same new noises.
+- More unknown words, most of them never said in train (`ABSENT_WORDS`, many of them
+  close to a command: "dawn", "note", "lift", "top").
+
+Every random choice comes from `np.random.default_rng` streams keyed by the seed, and
+libespeak-ng is reloaded before each speaker, so a seed always gives byte-identical
+files.
 """
 
 from __future__ import annotations
@@ -24,8 +42,8 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +51,29 @@ from scipy.signal import butter, sosfilt
 from tqdm import tqdm
 
 from speechstack.synth.common import UNNATURAL_VARIANTS as _UNNATURAL_VARIANTS
-from speechstack.synth.common import build_atomically
+from speechstack.synth.common import build_atomically, csv_text
 from speechstack.synth.common import colored_noise as _colored_noise
 from speechstack.synth.common import fade_out as _fade_out
+from speechstack.synth.common import random_window as _random_window
 from speechstack.synth.common import rms as _rms
 from speechstack.synth.common import speech_rms as _speech_rms
 from speechstack.synth.common import trim_silence as _trim_silence
 from speechstack.synth.common import write_text as _write_text
 from speechstack.synth.common import write_wav as _write_wav
 from speechstack.synth.espeak import SAMPLE_RATE, Espeak, english_voices
+from speechstack.synth.shift import (
+    NOISE_KINDS,
+    VoiceShift,
+    apply_channel,
+    crowd_babble,
+    noise_bank,
+    random_channel,
+    random_room,
+    random_voice_shift,
+    reverberate,
+    scale_to_snr,
+    shift_voice,
+)
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 AUXILIARY_WORDS = (
@@ -75,13 +107,37 @@ ABSENT_WORDS = (
     "follow",
     "learn",
     "visual",  # added in Speech Commands v0.02
+    "yet",
+    "guess",  # like "yes"
+    "note",
+    "snow",  # like "no"
+    "cup",
+    "pup",  # like "up"
+    "town",
+    "dawn",  # like "down"
+    "lift",
+    "loft",  # like "left"
+    "light",
+    "ride",  # like "right"
+    "in",
+    "of",  # like "on" and "off"
+    "cough",  # like "off"
+    "top",
+    "shop",
+    "step",  # like "stop"
+    "got",
+    "goal",  # like "go"
     "apple",
     "table",
     "music",
     "window",
     "water",
 )
-"""Words spoken only in the test set; their true label is `unknown`."""
+"""Words spoken only in the test set; their true label is `unknown`.
+
+Many sound close to a command, as real out-of-vocabulary speech often does; homophones
+of a command ("know", "write") are left out, since no model could tell them apart.
+"""
 
 LABELS = (*COMMANDS, "silence", "unknown")
 NOISE_FOLDER = "_background_noise_"
@@ -148,15 +204,95 @@ _BABBLE_VOCABULARY = (
     "kitchen",
 )
 
+# Fillers for the test set's crowd noise: none of them is a command, a train word, an
+# absent word or a word of the train babble.
+_CROWD_VOCABULARY = (
+    "she",
+    "he",
+    "my",
+    "your",
+    "our",
+    "has",
+    "had",
+    "were",
+    "been",
+    "will",
+    "should",
+    "might",
+    "please",
+    "thanks",
+    "hello",
+    "picture",
+    "garage",
+    "market",
+    "doctor",
+    "holiday",
+    "paper",
+    "river",
+    "orange",
+    "lemon",
+    "button",
+    "pencil",
+    "basket",
+    "blanket",
+    "candle",
+    "butter",
+    "jacket",
+    "pocket",
+    "rabbit",
+    "salad",
+    "sugar",
+    "tennis",
+    "violin",
+    "wallet",
+    "yellow",
+    "purple",
+    "quiet",
+    "simple",
+    "careful",
+    "famous",
+    "gentle",
+    "heavy",
+    "honest",
+    "lucky",
+    "narrow",
+    "perfect",
+    "special",
+    "certain",
+    "during",
+    "between",
+    "around",
+    "almost",
+    "usually",
+    "probably",
+    "already",
+    "enough",
+)
+
 # Independent random streams, keyed as default_rng([seed, stream, ...]).
 _TRAIN_SPEAKERS, _TEST_SPEAKERS, _TRAIN_PLAN, _TRAIN_CLIP = 1, 2, 3, 4
 _BACKGROUND, _TEST_PLAN, _TEST_CLIP, _TEST_NOISE_BANK, _TRAIN_PLAN_FILL = 5, 6, 7, 8, 9
+_VARIANT_SPLIT, _TEST_VOICE_SHIFT = 10, 11
 
 _MAX_WORD_SAMPLES = int(0.92 * CLIP_SAMPLES)  # longest spoken word we keep; longer is sped up
 _MAX_ESPEAK_RATE = 450
-_TEST_BANK_SECONDS = 8.0
-_TEST_SILENCE_SHARE, _TEST_UNKNOWN_SHARE = 0.10, 0.15
 _WHICH_SET_MAX_CLIPS = 2**27 - 1
+
+KLATT_PREFIX = "klatt"  # espeak-ng variants klatt, klatt2, ...: the Klatt formant synthesiser
+_HELD_OUT_VARIANT_SHARE = 0.2  # of the other natural variants, kept for test speakers
+
+# The test set (see the module notes).
+TEST_NOISE_KINDS = NOISE_KINDS
+_TEST_BANK_SECONDS = 8.0
+_TEST_SILENCE_SHARE, _TEST_UNKNOWN_SHARE, _TEST_ABSENT_SHARE = 0.10, 0.20, 0.6
+_TEST_NOISY_SHARE, _TEST_TWO_NOISES_SHARE = 0.85, 0.25  # word clips mixed with 1 (or 2) noises
+_TEST_SNR_DB = (0.0, 20.0)  # those clips' speech-to-noise ratio
+_TEST_FLOOR_SNR_DB = (30.0, 45.0)  # the other word clips: a faint floor of a new noise
+_TEST_REVERB_SHARE, _SILENCE_REVERB_SHARE = 0.5, 0.3
+_TEST_CHANNEL_SHARE = 0.35  # telephone or low-pass channels (see shift.random_channel)
+_TEST_PEAK_DB = (-45.0, -1.0)  # the word's peak level, dBFS
+_TEST_MAX_PEAK = 0.97  # a clip's mixture is scaled under this before its channel
+_TEST_SILENCE_DB = (-75.0, -12.0)  # a silence clip's RMS level, dBFS
 
 # Noise-bank sound -> (file in _background_noise_, RMS level in dBFS).
 _BACKGROUND_FILES = {
@@ -187,7 +323,10 @@ not recorded.
 
 @dataclass(frozen=True)
 class Speaker:
-    """One synthetic person: an espeak-ng voice plus the character of their microphone."""
+    """One synthetic person: an espeak-ng voice plus the character of their microphone.
+
+    Test speakers also carry a `shift` of their voice (see `shift.shift_voice`).
+    """
 
     id: str  # 8 lowercase hex characters, like the real dataset's "0a7c2a8d"
     accent: str
@@ -198,6 +337,7 @@ class Speaker:
     noise_exponent: float  # recording noise power falls as 1/f**noise_exponent
     hum_hz: float  # mains hum in the recording noise; 0 = none
     level_db: float  # the speaker's typical loudness offset, dB
+    shift: VoiceShift | None = None  # test speakers only
 
 
 @dataclass(frozen=True)
@@ -233,7 +373,7 @@ def generate_speech_commands(
     *,
     speakers: int = 60,
     test_speakers: int = 16,
-    test_clips: int = 600,
+    test_clips: int = 1000,
     noise_seconds: float = 40.0,
     seed: int = 0,
     progress: bool = True,
@@ -244,8 +384,9 @@ def generate_speech_commands(
     speakers: train speakers; each says every command 1-3 times and each auxiliary
         word with probability 1/2 (about 30 clips per speaker).
     test_speakers, test_clips: the test set's unseen speakers and its size; about 10% of
-        test clips are silence, 15% unknown words (half of them never heard in train),
-        the rest the ten commands in equal shares.
+        test clips are silence, 20% unknown words (60% of them never heard in train),
+        the rest the ten commands in equal shares. The test set is shifted from train
+        in speakers, noises, rooms, channels and levels (see the module notes).
     noise_seconds: length of each `_background_noise_` file.
     force: replace an existing non-empty `out_dir` (only once the new one is complete).
 
@@ -281,6 +422,7 @@ def _write_dataset(
     progress: bool,
 ) -> None:
     train_speakers, test_speakers = make_speakers(seed, n_speakers, n_test_speakers)
+    pools = voice_pools(seed)
     train_plan = plan_train_words(seed, n_speakers)
     test_plan = plan_test_clips(seed, n_test_clips, n_test_speakers)
     total = sum(len(words) for words in train_plan) + len(test_plan) + len(_BACKGROUND_FILES)
@@ -291,18 +433,14 @@ def _write_dataset(
             np.random.default_rng([seed, _BACKGROUND]),
             noise_seconds,
             espeak,
+            pools.train,
             bar.update,
         )
         train_files = _write_train_clips(
             root / "train" / "audio", train_speakers, train_plan, seed, espeak, bar.update
         )
-        test_bank = _make_noise_bank(
-            np.random.default_rng([seed, _TEST_NOISE_BANK]),
-            round(min(noise_seconds, _TEST_BANK_SECONDS) * SAMPLE_RATE),
-            espeak,
-            include=list(_BACKGROUND_FILES),
-        )
-        _write_test_clips(
+        test_bank = make_test_noise_bank(seed, noise_seconds, espeak)
+        conditions = _write_test_clips(
             root / "test" / "audio", test_speakers, test_plan, test_bank, seed, espeak, bar.update
         )
 
@@ -321,6 +459,21 @@ def _write_dataset(
     _write_text(
         root / "demo_solution.csv",
         "fname,label\n" + "".join(f"{clip.fname},{clip.label}\n" for clip in ordered),
+    )
+    columns = ["word", "kind", "speaker", "voice", "rt60_s", "peak_dbfs", "snr_db", "channel"]
+    _write_text(
+        root / "demo_conditions.csv",
+        csv_text(
+            ["fname", "label", *columns],
+            (
+                [
+                    clip.fname,
+                    clip.label,
+                    *("" if v is None else v for v in (conditions[clip.fname][c] for c in columns)),
+                ]
+                for clip in ordered
+            ),
+        ),
     )
 
 
@@ -355,57 +508,107 @@ def _write_test_clips(
     seed: int,
     espeak: Espeak,
     advance: Callable[[], object],
-) -> None:
-    """Write the planned test clips: noisier and with a wider range of levels than train."""
+) -> dict[str, dict[str, object]]:
+    """Write the planned test clips, shifted from train (see the module notes); return
+    what was drawn for each (`demo_conditions.csv`)."""
     audio.mkdir(parents=True, exist_ok=True)
+    conditions: dict[str, dict[str, object]] = {
+        clip.fname: {
+            "word": clip.word or "",
+            "kind": _word_kind(clip),
+            "speaker": "" if clip.speaker is None else speakers[clip.speaker].id,
+            "voice": "",
+            "rt60_s": None,
+            "peak_dbfs": None,
+            "snr_db": None,
+            "channel": None,
+        }
+        for clip in plan
+    }
     for speaker_index, speaker in enumerate(speakers):
         espeak.reset()
         for clip_index, planned in enumerate(plan):
             if planned.word is None or planned.speaker != speaker_index:
                 continue
             rng = np.random.default_rng([seed, _TEST_CLIP, clip_index])
-            clip = _speak_clip(espeak, speaker, planned.word, rng, peak_db=(-34.0, -1.0))
-            clip = _add_recording_noise(clip, speaker, rng, snr_db=rng.uniform(12, 32))
-            if rng.random() < 0.6:
-                clip = _add_environment(clip, bank, rng, snr_db=rng.uniform(5, 25))
+            drawn = conditions[planned.fname]
+            clip = _shifted_word_clip(espeak, speaker, planned.word, bank, rng, drawn)
             _write_wav(audio / planned.fname, clip)
             advance()
     for clip_index, planned in enumerate(plan):
         if planned.word is None:
             rng = np.random.default_rng([seed, _TEST_CLIP, clip_index])
-            _write_wav(audio / planned.fname, _silence_clip(bank, rng))
+            _write_wav(audio / planned.fname, _shifted_silence_clip(bank, rng))
             advance()
+    return conditions
 
 
 # ---------------------------------------------------------------- speakers and plans
 
 
+@dataclass(frozen=True)
+class VoicePools:
+    """Which espeak-ng variants each side of the dataset may speak with (disjoint)."""
+
+    train: tuple[str, ...]  # natural variants for train speakers (and train babble)
+    test: tuple[str, ...]  # natural variants held out from train, for test speakers
+    klatt: tuple[str, ...]  # the Klatt formant synthesiser's variants: test only
+
+
+def voice_pools(seed: int) -> VoicePools:
+    """Split the installed variants of a seed: Klatt and a random fifth of the rest to test.
+
+    Robot-like variants go to neither side. The split depends on the seed alone, so the
+    train and test voices stay disjoint whatever the number of speakers.
+    """
+    natural = [v for v in english_voices().variants if v not in _UNNATURAL_VARIANTS]
+    klatt = tuple(v for v in natural if v.startswith(KLATT_PREFIX))
+    others = [v for v in natural if not v.startswith(KLATT_PREFIX)]
+    rng = np.random.default_rng([seed, _VARIANT_SPLIT])
+    held_out = rng.choice(
+        len(others), size=max(1, round(len(others) * _HELD_OUT_VARIANT_SHARE)), replace=False
+    )
+    test = tuple(sorted(others[i] for i in held_out))
+    train = tuple(v for v in others if v not in test)
+    return VoicePools(train=train, test=test, klatt=klatt or test)
+
+
 def make_speakers(seed: int, n_train: int, n_test: int) -> tuple[list[Speaker], list[Speaker]]:
     """The train and test speakers of a seed: no id or voice is shared by two speakers.
 
-    Each set has its own random stream, so changing `n_train` leaves the test speakers
-    as they were (unless one of them collides with a new train speaker).
+    Train speakers use `voice_pools(seed).train`; test speakers alternate between the
+    Klatt variants (first) and the held-out variants, so no test speaker sounds like a
+    train variant, and each gets a strong `VoiceShift` of their own. Each set has its
+    own random stream, so changing `n_train` leaves the test speakers as they were
+    (unless one of them collides with a new train speaker).
     """
-    voices = english_voices()
-    variants = [v for v in voices.variants if v not in _UNNATURAL_VARIANTS]
+    accents = english_voices().accents
+    pools = voice_pools(seed)
     taken_ids: set[str] = set()
     taken_voices: set[tuple] = set()
     train = _sample_speakers(
         np.random.default_rng([seed, _TRAIN_SPEAKERS]),
         n_train,
-        voices.accents,
-        variants,
+        accents,
+        [pools.train],
         taken_ids,
         taken_voices,
     )
     test = _sample_speakers(
         np.random.default_rng([seed, _TEST_SPEAKERS]),
         n_test,
-        voices.accents,
-        variants,
+        accents,
+        [pools.klatt, pools.test],
         taken_ids,
         taken_voices,
     )
+    test = [
+        replace(
+            speaker,
+            shift=random_voice_shift(np.random.default_rng([seed, _TEST_VOICE_SHIFT, index])),
+        )
+        for index, speaker in enumerate(test)
+    ]
     return train, test
 
 
@@ -413,13 +616,17 @@ def _sample_speakers(
     rng: np.random.Generator,
     count: int,
     accents: Sequence[str],
-    variants: Sequence[str],
+    variant_pools: Sequence[Sequence[str]],
     taken_ids: set[str],
     taken_voices: set[tuple],
 ) -> list[Speaker]:
-    """`count` speakers whose ids and voices differ from each other and from `taken_*`."""
+    """`count` speakers whose ids and voices differ from each other and from `taken_*`.
+
+    Speaker i draws its variant from `variant_pools[i % len(variant_pools)]`.
+    """
     chosen: list[Speaker] = []
     while len(chosen) < count:
+        variants = variant_pools[len(chosen) % len(variant_pools)]
         speaker_id = f"{int(rng.integers(0, 2**32)):08x}"
         voice = (
             str(accents[rng.integers(len(accents))]),
@@ -465,20 +672,24 @@ def plan_train_words(seed: int, n_speakers: int) -> list[list[tuple[str, int]]]:
 
 
 def plan_test_clips(seed: int, count: int, n_speakers: int) -> list[TestClip]:
-    """What each test clip holds: ~10% silence, ~15% unknown, commands in equal shares.
+    """What each test clip holds: ~10% silence, ~20% unknown, commands in equal shares.
 
-    Half of the unknown clips (rounded up) are words absent from train, the rest are the
-    train set's auxiliary words. File names are unique `clip_<9 hex>.wav`.
+    60% of the unknown clips (at least one) are words absent from train, taken in a
+    random order that goes through all of `ABSENT_WORDS` before repeating one; the rest
+    are the train set's auxiliary words. File names are unique `clip_<9 hex>.wav`.
     """
     rng = np.random.default_rng([seed, _TEST_PLAN])
     n_silence = round(count * _TEST_SILENCE_SHARE)
     n_unknown = round(count * _TEST_UNKNOWN_SHARE)
     n_commands = count - n_silence - n_unknown
-    n_absent = (n_unknown + 1) // 2
+    n_absent = min(n_unknown, max(1, round(n_unknown * _TEST_ABSENT_SHARE)))
+    absent_order = rng.permutation(len(ABSENT_WORDS))
     contents: list[tuple[str, str | None]] = [
         (COMMANDS[i % len(COMMANDS)], COMMANDS[i % len(COMMANDS)]) for i in range(n_commands)
     ]
-    contents += [("unknown", ABSENT_WORDS[i % len(ABSENT_WORDS)]) for i in range(n_absent)]
+    contents += [
+        ("unknown", ABSENT_WORDS[absent_order[i % len(ABSENT_WORDS)]]) for i in range(n_absent)
+    ]
     contents += [("unknown", str(rng.choice(AUXILIARY_WORDS))) for _ in range(n_unknown - n_absent)]
     contents += [("silence", None)] * n_silence
     order = rng.permutation(len(contents))
@@ -509,6 +720,21 @@ def _speak_clip(
 
     peak_db: range of the word's peak level in dBFS, before the speaker's own offset.
     """
+    speech = _say(espeak, speaker, word, rng)
+    peak = float(np.max(np.abs(speech)))
+    target_db = min(rng.uniform(*peak_db) + speaker.level_db, -1.0)
+    return _place(speech * (10 ** (target_db / 20) / peak), rng)
+
+
+def _say(
+    espeak: Espeak,
+    speaker: Speaker,
+    word: str,
+    rng: np.random.Generator,
+    max_samples: int = _MAX_WORD_SAMPLES,
+) -> np.ndarray:
+    """`word` in the speaker's voice with jittered rate and pitch, trimmed, at most
+    `max_samples` long (said faster, or cut with a fade, when it would be longer)."""
     rate = int(np.clip(round(speaker.rate * rng.uniform(0.9, 1.1)), 80, _MAX_ESPEAK_RATE))
     pitch = int(np.clip(speaker.pitch + rng.integers(-5, 6), 0, 100))
     pitch_range = int(np.clip(speaker.pitch_range + rng.integers(-8, 9), 0, 100))
@@ -525,21 +751,106 @@ def _speak_clip(
                 seed=noise_seed,
             )
         )
-        if len(speech) <= _MAX_WORD_SAMPLES or rate >= _MAX_ESPEAK_RATE:
+        if len(speech) <= max_samples or rate >= _MAX_ESPEAK_RATE:
             break
         # Too slow to fit in a second: say it faster rather than cut it off.
-        rate = min(_MAX_ESPEAK_RATE, int(np.ceil(rate * len(speech) / _MAX_WORD_SAMPLES * 1.05)))
-    if len(speech) > _MAX_WORD_SAMPLES:
-        speech = speech[:_MAX_WORD_SAMPLES] * _fade_out(_MAX_WORD_SAMPLES)
-    peak = float(np.max(np.abs(speech))) if len(speech) else 0.0
-    if peak == 0.0:
+        rate = min(_MAX_ESPEAK_RATE, int(np.ceil(rate * len(speech) / max_samples * 1.05)))
+    speech = _fit(speech, max_samples)
+    if not len(speech) or not np.any(speech):
         raise RuntimeError(f"espeak-ng produced no sound for {word!r} with {speaker}")
-    target_db = min(rng.uniform(*peak_db) + speaker.level_db, -1.0)
-    speech = speech * (10 ** (target_db / 20) / peak)
+    return speech
+
+
+def _fit(speech: np.ndarray, max_samples: int) -> np.ndarray:
+    """`speech`, cut to `max_samples` with a short fade-out if it is longer."""
+    if len(speech) > max_samples:
+        return speech[:max_samples] * _fade_out(max_samples)
+    return speech
+
+
+def _place(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One second of silence with `speech` at a random onset."""
     clip = np.zeros(CLIP_SAMPLES, dtype=np.float64)
     onset = int(rng.integers(0, CLIP_SAMPLES - len(speech) + 1))
     clip[onset : onset + len(speech)] = speech
     return clip
+
+
+def _word_kind(clip: TestClip) -> str:
+    """command, silence, unknown (a train word) or absent (an unknown word never in train)."""
+    if clip.word is None:
+        return "silence"
+    if clip.label != "unknown":
+        return "command"
+    return "absent" if clip.word in ABSENT_WORDS else "unknown"
+
+
+def _shifted_word_clip(
+    espeak: Espeak,
+    speaker: Speaker,
+    word: str,
+    bank: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    conditions: dict[str, object],
+) -> np.ndarray:
+    """A test clip of `word`: the speaker's shifted voice, maybe in a room, at a random
+    level, with new noises at a low SNR (or a faint floor of one), maybe through a
+    band-limited channel. Where loud noise would push the mixture past full scale the
+    whole clip is turned down instead, so only a channel's own clipping distorts. What was
+    drawn goes into `conditions` (for `demo_conditions.csv`)."""
+    if speaker.shift is None:
+        raise ValueError(f"test speaker {speaker.id} has no voice shift")
+    # A warp below 1 lengthens the word: ask espeak for a correspondingly shorter one.
+    max_samples = int(_MAX_WORD_SAMPLES * min(1.0, speaker.shift.warp))
+    speech = _say(espeak, speaker, word, rng, max_samples=max_samples)
+    speech = _fit(shift_voice(speech, speaker.shift, rng, SAMPLE_RATE), _MAX_WORD_SAMPLES)
+    clip = _place(speech, rng)
+    conditions["voice"] = "klatt" if speaker.variant.startswith(KLATT_PREFIX) else "held-out"
+    conditions["rt60_s"] = None
+    if rng.random() < _TEST_REVERB_SHARE:
+        room = random_room(rng)
+        conditions["rt60_s"] = round(room.rt60_s, 3)
+        clip = reverberate(clip, room, rng, SAMPLE_RATE)
+    target_db = float(np.clip(rng.uniform(*_TEST_PEAK_DB) + speaker.level_db, *_TEST_PEAK_DB))
+    conditions["peak_dbfs"] = round(target_db, 1)
+    clip *= 10 ** (target_db / 20) / max(float(np.max(np.abs(clip))), 1e-12)
+    if rng.random() < _TEST_NOISY_SHARE:
+        snr_db = rng.uniform(*_TEST_SNR_DB)
+        clip = clip + _noise_at_snr(clip, bank, rng, snr_db)
+    else:
+        snr_db = rng.uniform(*_TEST_FLOOR_SNR_DB)
+        clip = clip + _noise_at_snr(clip, bank, rng, snr_db, kinds=1)
+    conditions["snr_db"] = round(float(snr_db), 1)
+    peak = float(np.max(np.abs(clip)))
+    if peak > _TEST_MAX_PEAK:  # loud noise on a loud word: turn the recording level down
+        clip *= _TEST_MAX_PEAK / peak
+    conditions["channel"] = None
+    if rng.random() < _TEST_CHANNEL_SHARE:
+        channel = random_channel(rng)
+        conditions["channel"] = "telephone" if channel.low_hz else "low-pass"
+        clip = apply_channel(clip, channel, SAMPLE_RATE)
+    return clip
+
+
+def _noise_at_snr(
+    clip: np.ndarray,
+    bank: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    snr_db: float,
+    kinds: int | None = None,
+) -> np.ndarray:
+    """Noise for `clip` at `snr_db` in all: one bank sound, or (sometimes) two sharing the
+    noise power between them. `kinds` forces the number of sounds."""
+    if kinds is None:
+        kinds = 2 if rng.random() < _TEST_TWO_NOISES_SHARE else 1
+    names = rng.choice(sorted(bank), size=kinds, replace=False)
+    first = 1.0 if kinds == 1 else float(rng.uniform(0.25, 0.75))
+    shares = [first, 1.0 - first][:kinds]
+    noise = np.zeros(len(clip))
+    for name, share in zip(names, shares, strict=True):
+        window = _random_window(bank[str(name)], len(clip), rng)
+        noise += scale_to_snr(clip, window, snr_db - 10 * np.log10(share))
+    return noise
 
 
 def _add_recording_noise(
@@ -561,26 +872,45 @@ def _speaker_hum(speaker: Speaker) -> np.ndarray:
     return _hum(rng, 2 * CLIP_SAMPLES, speaker.hum_hz)
 
 
-def _add_environment(
-    clip: np.ndarray, bank: dict[str, np.ndarray], rng: np.random.Generator, snr_db: float
-) -> np.ndarray:
-    """Add a random 1 s window of a random noise-bank sound at `snr_db`."""
-    noise = _random_window(bank, rng)
-    return clip + noise * (_speech_rms(clip) / 10 ** (snr_db / 20) / max(_rms(noise), 1e-9))
+def _shifted_silence_clip(bank: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A `silence` test clip: one or two new noises, maybe in a room, from near digital
+    silence to loud (its peak kept under full scale), maybe through a band-limited
+    channel."""
+    names = rng.choice(sorted(bank), size=2 if rng.random() < 0.3 else 1, replace=False)
+    noise = np.zeros(CLIP_SAMPLES)
+    for name in names:
+        window = _random_window(bank[str(name)], CLIP_SAMPLES, rng)
+        noise += window * 10 ** (rng.uniform(-10.0, 0.0) / 20) / max(_rms(window), 1e-12)
+    if rng.random() < _SILENCE_REVERB_SHARE:
+        noise = reverberate(noise, random_room(rng), rng, SAMPLE_RATE)
+    noise *= 10 ** (rng.uniform(*_TEST_SILENCE_DB) / 20) / max(_rms(noise), 1e-12)
+    noise *= min(1.0, _TEST_MAX_PEAK / max(float(np.max(np.abs(noise))), 1e-12))
+    if rng.random() < _TEST_CHANNEL_SHARE:
+        noise = apply_channel(noise, random_channel(rng), SAMPLE_RATE)
+    return noise
 
 
-def _silence_clip(bank: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """A `silence` test clip: background noise from -70 dB (near digital silence) to -15 dB RMS."""
-    noise = _random_window(bank, rng)
-    level_db = rng.uniform(-70.0, -15.0)
-    return noise * (10 ** (level_db / 20) / max(_rms(noise), 1e-9))
+def make_test_noise_bank(seed: int, noise_seconds: float, espeak: Espeak) -> dict[str, np.ndarray]:
+    """The test set's unit-RMS noises (`TEST_NOISE_KINDS`), at most 8 s each.
 
-
-def _random_window(bank: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    names = sorted(bank)
-    sound = bank[names[rng.integers(len(names))]]
-    start = int(rng.integers(0, len(sound) - CLIP_SAMPLES + 1))
-    return sound[start : start + CLIP_SAMPLES]
+    Its crowd speaks with test-only voices (Klatt and held-out variants) and words that
+    are in no train file.
+    """
+    pools = voice_pools(seed)
+    crowd = partial(
+        crowd_babble,
+        espeak=espeak,
+        accents=english_voices().accents,
+        variants=pools.klatt + pools.test,
+        vocabulary=_CROWD_VOCABULARY,
+    )
+    return noise_bank(
+        np.random.default_rng([seed, _TEST_NOISE_BANK]),
+        round(min(noise_seconds, _TEST_BANK_SECONDS) * SAMPLE_RATE),
+        SAMPLE_RATE,
+        TEST_NOISE_KINDS,
+        crowd=crowd,
+    )
 
 
 # ---------------------------------------------------------------- noise
@@ -609,10 +939,15 @@ def _hum(rng: np.random.Generator, length: int, fundamental_hz: float) -> np.nda
     return hum / _rms(hum)
 
 
-def _babble(rng: np.random.Generator, length: int, espeak: Espeak, talkers: int = 6) -> np.ndarray:
+def _babble(
+    rng: np.random.Generator,
+    length: int,
+    espeak: Espeak,
+    variants: Sequence[str],
+    talkers: int = 6,
+) -> np.ndarray:
     """Unit-RMS overlapped chatter of `talkers` synthetic voices saying filler sentences."""
     voices = english_voices()
-    variants = [v for v in voices.variants if v not in _UNNATURAL_VARIANTS]
     espeak.reset()
     lead_in = SAMPLE_RATE  # dropped: by then every talker has started
     mixture = np.zeros(length)
@@ -641,7 +976,9 @@ def _babble(rng: np.random.Generator, length: int, espeak: Espeak, talkers: int 
     return mixture / _rms(mixture)
 
 
-def _noise_makers(espeak: Espeak) -> dict[str, Callable[[np.random.Generator, int], np.ndarray]]:
+def _noise_makers(
+    espeak: Espeak, variants: Sequence[str]
+) -> dict[str, Callable[[np.random.Generator, int], np.ndarray]]:
     return {
         "white": lambda rng, n: _colored_noise(rng, n, 0.0),
         "pink": lambda rng, n: _colored_noise(rng, n, 1.0),
@@ -650,15 +987,20 @@ def _noise_makers(espeak: Espeak) -> dict[str, Callable[[np.random.Generator, in
         "hum": lambda rng, n: (
             _hum(rng, n, float(rng.choice([50.0, 60.0]))) + 0.05 * _colored_noise(rng, n, 1.0)
         ),
-        "babble": lambda rng, n: _babble(rng, n, espeak),
+        "babble": lambda rng, n: _babble(rng, n, espeak, variants),
     }
 
 
 def _make_noise_bank(
-    rng: np.random.Generator, length: int, espeak: Espeak, include: Sequence[str]
+    rng: np.random.Generator,
+    length: int,
+    espeak: Espeak,
+    include: Sequence[str],
+    variants: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    """Unit-RMS sounds of `length` samples, one per name in `include`."""
-    makers = _noise_makers(espeak)
+    """Unit-RMS sounds of `length` samples, one per name in `include`; babble speaks with
+    `variants`."""
+    makers = _noise_makers(espeak, variants)
     return {name: makers[name](rng, length) for name in include}
 
 
@@ -667,11 +1009,19 @@ def _write_background_noise(
     rng: np.random.Generator,
     seconds: float,
     espeak: Espeak,
+    variants: Sequence[str],
     advance: Callable[[], object],
 ) -> None:
-    """The `_background_noise_` folder: six noise files of `seconds` each and a README."""
+    """The `_background_noise_` folder: six noise files of `seconds` each and a README.
+
+    Its babble speaks with the train voices (`variants`) only.
+    """
     bank = _make_noise_bank(
-        rng, round(seconds * SAMPLE_RATE), espeak, include=list(_BACKGROUND_FILES)
+        rng,
+        round(seconds * SAMPLE_RATE),
+        espeak,
+        include=list(_BACKGROUND_FILES),
+        variants=variants,
     )
     for name, sound in bank.items():
         filename, rms_db = _BACKGROUND_FILES[name]
