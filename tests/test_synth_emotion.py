@@ -18,8 +18,11 @@ from speechstack.synth import (
     emotion,
     generate_crema_d,
     generate_ravdess,
+    sentiment,
     variants_by_gender,
 )
+from speechstack.synth.common import room_tone, soft_limit
+from speechstack.synth.shift import NOISE_KINDS, snr_db
 
 TINY_RAVDESS = {"actors": 2, "holdout_actors": 1, "progress": False}
 TINY_CREMA_D = {"actors": 3, "holdout_actors": 1, "sentences_per_actor": 2, "progress": False}
@@ -137,7 +140,7 @@ def test_ravdess_holdout_answers_point_at_its_files(ravdess: Path) -> None:
 
 
 def test_ravdess_actors_have_distinct_voices_of_their_gender() -> None:
-    actors = emotion.ravdess_actors(0, 24)
+    actors, _ = emotion.ravdess_actors(0, 24, 0)
     genders = variants_by_gender()
     for actor in actors:
         assert actor.sex == ("male" if actor.number % 2 else "female")
@@ -153,6 +156,110 @@ def test_ravdess_actors_have_distinct_voices_of_their_gender() -> None:
         == 24
     )
     assert len({actor.accent for actor in actors}) > 3
+    assert all(actor.shift is None for actor in actors)
+
+
+def voices(actors: list[emotion.Actor]) -> set[tuple]:
+    return {(a.accent, a.variant, a.pitch, a.rate, a.pitch_range) for a in actors}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_holdout_actors_are_made_unlike_train_actors(seed: int) -> None:
+    klatt = set(emotion.klatt_variants())
+    female = set(emotion._gendered_pools()["female"])  # natural, voiced
+    assert len(klatt) >= 4 and all(v.startswith("klatt") for v in klatt)
+    casts = [
+        emotion.ravdess_actors(seed, 12, 4),
+        emotion.crema_d_actors(seed, 20, 4),
+        emotion.ravdess_actors(seed, 40, 6),  # every female variant taken by train
+    ]
+    for train, holdout in casts:
+        train_variants = {actor.variant for actor in train}
+        assert not {actor.variant for actor in holdout} & (train_variants | {None})
+        assert not train_variants & klatt
+        assert not voices(train) & voices(holdout)
+        assert all(actor.shift is None for actor in train)
+        for actor in holdout:
+            assert actor.shift is not None
+            if actor.sex == "male" or female <= train_variants:
+                assert actor.variant in klatt
+            else:
+                assert actor.variant in female
+            if actor.variant in klatt and actor.sex == "female":  # raised to a female register
+                assert 1.25 <= actor.shift.warp <= 1.35
+            else:
+                assert 1.03 <= max(actor.shift.warp, 1 / actor.shift.warp) <= 1.19
+    # The train cast does not depend on the holdout.
+    assert emotion.ravdess_actors(seed, 12, 0)[0] == emotion.ravdess_actors(seed, 12, 4)[0]
+    assert {a.sex for a in emotion.crema_d_actors(seed, 20, 4)[1]} == {"male", "female"}
+
+
+def test_holdout_recordings_follow_the_planned_conditions() -> None:
+    recordings = [
+        emotion.draw_recording(emotion.holdout_recording_rng(0, 2, actor, take), NOISE_KINDS)
+        for actor in range(4)
+        for take in range(60)
+    ]
+    planned = emotion.HOLDOUT_CONDITIONS
+    noisy = [r for r in recordings if r.noise_kind is not None]
+    assert 0.7 < len(noisy) / len(recordings) < 0.9
+    assert {r.noise_kind for r in noisy} == set(NOISE_KINDS)
+    assert all(planned.snr_db[0] <= r.snr_db <= planned.snr_db[1] for r in noisy)  # type: ignore[operator]
+    assert 0.4 < np.mean([r.room is not None for r in recordings]) < 0.6
+    assert 0.25 < np.mean([r.channel is not None for r in recordings]) < 0.45
+    rooms = [r.room for r in recordings if r.room is not None]
+    assert all(planned.rt60_s[0] <= room.rt60_s <= planned.rt60_s[1] for room in rooms)
+
+
+def test_holdout_clips_carry_noise_at_the_planned_snr(ravdess: Path) -> None:
+    """Re-render the holdout actor's clean takes and measure what the files add to them."""
+    _, (actor,) = emotion.ravdess_actors(0, 2, 1)
+    studio = emotion._RAVDESS_STUDIO
+    tone = room_tone(
+        np.random.default_rng([0, emotion._ROOM_TONE, emotion._RAVDESS_TAKE, actor.number]),
+        actor.noise_exponent,
+        studio.sample_rate,
+    )
+    espeak = Espeak()
+    espeak.reset()  # as the generator does before each actor; takes follow in order
+    measured, untouched = [], 0
+    for index, take in enumerate(emotion._ravdess_takes(actor.number)):
+        rng = np.random.default_rng([0, emotion._RAVDESS_TAKE, actor.number, index])
+        clean = emotion._perform(espeak, actor, take, tone, rng, studio)
+        recording = emotion.draw_recording(
+            emotion.holdout_recording_rng(0, emotion._RAVDESS_TAKE, actor.number, index),
+            NOISE_KINDS,
+        )
+        written, _ = sf.read(ravdess / "demo_holdout" / take.path)
+        if recording.room is not None or recording.channel is not None:
+            continue
+        if np.max(np.abs(written)) > 0.45:  # soft_limit bends samples above 0.485
+            continue
+        if recording.noise_kind is None:
+            assert np.max(np.abs(written - soft_limit(clean))) < 2 / 32768
+            untouched += 1
+        else:
+            noise = written - clean
+            assert snr_db(clean, noise) == pytest.approx(recording.snr_db, abs=0.3)
+            measured.append(snr_db(clean, noise))
+    assert len(measured) >= 5
+    low, high = emotion.HOLDOUT_CONDITIONS.snr_db
+    assert all(low - 0.3 <= value <= high + 0.3 for value in measured)
+    assert max(measured) - min(measured) > 5  # drawn per clip, not one fixed level
+
+
+def test_crowd_words_carry_no_emotion_or_sentiment() -> None:
+    crowd = set(emotion.CROWD_VOCABULARY)
+    sentences = [*emotion.RAVDESS_STATEMENTS, *emotion.CREMA_D_SENTENCES.values()]
+    spoken = {word.strip("'.").lower() for text in sentences for word in text.split()}
+    cues = {
+        word
+        for choices in sentiment._LEXICONS["en"].words.values()
+        for slots in choices.values()
+        for phrase in slots
+        for word in phrase.split()
+    }
+    assert not crowd & (spoken | cues | set(sentiment._LEXICONS["en"].nouns))
 
 
 def clip_features(path: Path) -> tuple[float, float, float]:
@@ -186,6 +293,22 @@ def test_emotions_differ_in_prosody(ravdess: Path) -> None:
     assert angry[1] < 0.85 * neutral[1] < 0.85**2 * sad[1]
     # pitch: surprised high, sad low
     assert surprised[2] > 1.2 * neutral[2] > 1.2**2 * sad[2]
+
+
+def test_emotions_keep_their_prosody_in_the_shifted_holdout(ravdess: Path) -> None:
+    """A shifted voice, noise, rooms and channels blur the cues but do not remove them."""
+
+    def mean_features(emotion_code: int, intensity: int) -> np.ndarray:
+        folder = ravdess / "demo_holdout" / "Actor_03"
+        paths = sorted(folder.glob(f"03-01-{emotion_code:02d}-{intensity:02d}-*"))
+        assert len(paths) == 4
+        return np.mean([clip_features(path) for path in paths], axis=0)
+
+    neutral = mean_features(1, 1)
+    sad, angry, surprised = mean_features(4, 2), mean_features(5, 2), mean_features(8, 2)
+    assert angry[0] > 2.0 * neutral[0] > 4.0 * sad[0]
+    assert angry[1] < neutral[1] < 0.85 * sad[1]
+    assert surprised[2] > 1.2 * neutral[2] > 1.2 * sad[2]
 
 
 # ---------------------------------------------------------------- CREMA-D
@@ -243,7 +366,10 @@ def test_crema_d_demographics_match_the_voices(crema_d: Path) -> None:
         assert [int(row["ActorID"]) for row in rows] == [actor.number for actor in actors]
         for row, actor in zip(rows, actors, strict=True):
             assert row["Sex"] == actor.sex.capitalize()
-            assert actor.variant in genders[actor.sex]
+            # Holdout men speak with a Klatt variant (see test_holdout_actors_are_made_...).
+            assert actor.variant in genders[actor.sex] or (
+                actor in holdout and actor.variant.startswith("klatt")
+            )
             assert 20 <= int(row["Age"]) <= 74
             assert row["Race"] in {"Caucasian", "African American", "Asian", "Unknown"}
             assert row["Ethnicity"] in {"Hispanic", "Not Hispanic"}
@@ -281,6 +407,31 @@ def test_ravdess_same_seed_same_bytes_other_seed_other(ravdess: Path, tmp_path: 
     }
     assert set(file_digests(other)) == set(first)
     assert not set(file_digests(other).values()) & set(first.values())
+
+
+def test_ravdess_train_files_do_not_depend_on_the_holdout(ravdess: Path, tmp_path: Path) -> None:
+    alone = generate_ravdess(tmp_path / "alone", seed=0, **{**TINY_RAVDESS, "holdout_actors": 0})
+    train = {n: d for n, d in file_digests(ravdess).items() if not n.startswith("demo_holdout")}
+    assert file_digests(alone) == train
+
+
+def test_crema_d_holdout_recording_never_touches_train(
+    crema_d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unrecorded(clip: np.ndarray, *_: object, **__: object) -> np.ndarray:
+        return clip
+
+    monkeypatch.setattr(emotion, "record_holdout_clip", unrecorded)
+    clean = file_digests(generate_crema_d(tmp_path / "clean", seed=0, **TINY_CREMA_D))
+    shifted = file_digests(crema_d)
+    assert set(clean) == set(shifted)
+    train = [name for name in shifted if not name.startswith("demo_holdout")]
+    assert all(clean[name] == shifted[name] for name in train)
+    holdout = [name for name in shifted if name.startswith("demo_holdout/AudioWAV/")]
+    assert sum(clean[name] != shifted[name] for name in holdout) > 0.6 * len(holdout)
+    assert all(
+        clean[name] == shifted[name] for name in shifted if name.endswith(".csv")
+    )  # answers and demographics
 
 
 def test_crema_d_same_seed_same_bytes_other_seed_other(crema_d: Path, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechstack.synth import Espeak, generate_sentiment, sentiment
+from speechstack.synth import Espeak, emotion, generate_sentiment, sentiment
+from speechstack.synth.common import room_tone
+from speechstack.synth.shift import NOISE_KINDS, snr_db
 
 TINY = {"speakers": 4, "holdout_speakers": 2, "clips_per_speaker": 6, "progress": False}
 CLIP_PATH = re.compile(r"^clips/(?P<speaker>(?:en|bn)\d{2,})/(?P<number>\d{3})\.wav$")
@@ -129,6 +131,64 @@ def test_holdout_answers_point_at_new_speakers(corpus: Path) -> None:
 
     assert not {voice(s) for s in train} & {voice(s) for s in holdout_speakers}
     assert {s.voice for s in train if s.language == "bn"} == {"bn"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_holdout_speakers_use_voices_no_train_speaker_uses(seed: int) -> None:
+    train, holdout = sentiment.make_speakers(seed, 24, 6)
+    used = {speaker.variant for speaker in train}
+    assert not used & {speaker.variant for speaker in holdout}
+    assert all(speaker.shift is None for speaker in train)
+    assert all(
+        s.shift is not None and 1.05 <= max(s.shift.warp, 1 / s.shift.warp) <= 1.26 for s in holdout
+    )
+    klatt, _ = sentiment.holdout_variants(train)
+    assert klatt  # 24 speakers leave some of the Klatt variants free
+    assert [s.variant.startswith("klatt") for s in holdout] == [True, False] * 3
+    # The train speakers do not depend on the holdout.
+    assert sentiment.make_speakers(seed, 24, 0)[0] == train
+
+
+def test_train_files_do_not_depend_on_the_holdout(corpus: Path, tmp_path: Path) -> None:
+    alone = generate_sentiment(tmp_path / "alone", seed=0, **{**TINY, "holdout_speakers": 0})
+    train = {n: d for n, d in file_digests(corpus).items() if not n.startswith("demo_holdout")}
+    assert file_digests(alone) == train
+
+
+def test_holdout_clips_carry_noise_at_the_planned_snr(corpus: Path) -> None:
+    """Re-render the holdout speakers' clean clips and measure what the files add."""
+    train, holdout = sentiment.make_speakers(0, TINY["speakers"], TINY["holdout_speakers"])
+    espeak = Espeak()
+    measured, untouched, shifted = [], 0, 0
+    for index, speaker in enumerate(holdout, start=len(train)):
+        espeak.reset()  # as the generator does before each speaker; clips follow in order
+        key = sentiment._speaker_key(speaker)
+        tone = room_tone(
+            np.random.default_rng([0, sentiment._ROOM_TONE, *key]), speaker.noise_exponent, 16_000
+        )
+        clips = sentiment._plan_clips(0, speaker, index, TINY["clips_per_speaker"])
+        for number, clip in enumerate(clips):
+            rng = np.random.default_rng([0, sentiment._CLIP, *key, number])
+            clean = sentiment._speak_sentence(espeak, speaker, clip, tone, rng)
+            recording = emotion.draw_recording(
+                sentiment.holdout_recording_rng(0, speaker, number), NOISE_KINDS
+            )
+            written, _ = sf.read(corpus / "demo_holdout" / clip.path)
+            shifted += recording != emotion.Recording(None, None, None, None)
+            if recording.room is not None or recording.channel is not None:
+                continue
+            if np.max(np.abs(written)) > 0.95:  # maybe turned down under the peak limit
+                continue
+            if recording.noise_kind is None:
+                assert np.max(np.abs(written - clean)) < 2 / 32768
+                untouched += 1
+            else:
+                noise = written - clean
+                assert snr_db(clean, noise) == pytest.approx(recording.snr_db, abs=0.3)
+                measured.append(snr_db(clean, noise))
+    low, high = emotion.HOLDOUT_CONDITIONS.snr_db
+    assert measured and all(low - 0.3 <= value <= high + 0.3 for value in measured)
+    assert shifted >= 0.7 * len(holdout) * TINY["clips_per_speaker"]
 
 
 def test_same_seed_same_bytes_other_seed_other(corpus: Path, tmp_path: Path) -> None:

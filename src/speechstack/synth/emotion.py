@@ -17,20 +17,40 @@ actors carry it: `EMOTION_PROSODY` moves the actor's espeak pitch, pitch range a
 the speech level and the spectral tilt (vocal effort) away from neutral, and the final
 punctuation picks espeak's intonation contour (falling, exclamation, question). A
 stronger intensity (RAVDESS 02, CREMA-D HI) scales that deviation from neutral up, a
-weaker one (CREMA-D LO) down; every take adds a little jitter. Random choices come from
-`np.random.default_rng` streams keyed by the seed and libespeak-ng is reloaded before
-each actor, so a seed always gives byte-identical files.
+weaker one (CREMA-D LO) down; every take adds a little jitter.
+
+The holdout is shifted the way a real unseen-speaker test is (see
+`speechstack.synth.shift`), so that a score on it says how a model copes with people,
+rooms and noises it never met; the training files are made exactly as without it:
+
+- Holdout actors are made differently: male ones speak with espeak-ng's Klatt formant
+  synthesiser (the `klatt*` variants, never a training actor's), female ones with
+  gendered variants no training actor uses (Klatt, raised, once those run out). Each
+  also gets a voice shift of their own (`shift.random_voice_shift`: vocal-tract warp,
+  tilt and EQ, tremor, sometimes breath). The warp moves that actor's pitch and
+  formants by one constant factor, like a different person (its change of tempo is
+  taken out of their speaking rate); nothing is randomised per clip beyond the usual
+  take jitter, so the emotion's pitch, tempo and level cues stay.
+- Most holdout clips carry a noise of a kind absent from training (`shift.NOISE_KINDS`:
+  a crowd of other voices, music, traffic, keyboard, blue and violet noise, wind) at
+  a moderate SNR, about half are heard in a reverberant room and about a third through
+  a telephone or low-pass channel (`HOLDOUT_CONDITIONS`). Noise is mixed at an SNR
+  relative to the clip's own speech, so a shout stays louder than a whisper.
+
+Random choices come from `np.random.default_rng` streams keyed by the seed (the
+holdout's on streams of its own) and libespeak-ng is reloaded before each actor, so a
+seed always gives byte-identical files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, sosfilt
+from scipy.signal import butter, firwin, resample_poly, sosfilt
 from tqdm import tqdm
 
 from speechstack.synth.common import (
@@ -40,6 +60,7 @@ from speechstack.synth.common import (
     build_atomically,
     csv_text,
     pad_with_silence,
+    random_window,
     room_tone,
     soft_limit,
     speech_rms,
@@ -47,7 +68,27 @@ from speechstack.synth.common import (
     write_text,
     write_wav,
 )
-from speechstack.synth.espeak import Espeak, english_voices, variants_by_gender
+from speechstack.synth.espeak import (
+    ESPEAK_SAMPLE_RATE,
+    Espeak,
+    english_voices,
+    variants_by_gender,
+)
+from speechstack.synth.shift import (
+    NOISE_KINDS,
+    Channel,
+    Room,
+    VoiceShift,
+    apply_channel,
+    crowd_babble,
+    mix_at_snr,
+    noise_bank,
+    random_channel,
+    random_room,
+    random_voice_shift,
+    reverberate,
+    shift_voice,
+)
 
 HOLDOUT_FOLDER = "demo_holdout"
 """Sub-folder of the unseen actors and their `answers.csv`."""
@@ -148,6 +189,7 @@ class Actor:
     level_db: float  # RMS of their neutral speech, dBFS
     noise_db: float  # RMS of the room noise in their recordings, dBFS
     noise_exponent: float  # room noise power falls as 1/f**noise_exponent
+    shift: VoiceShift | None = None  # holdout actors only: see `shift.shift_voice`
 
 
 @dataclass(frozen=True)
@@ -178,10 +220,144 @@ _CREMA_D_STUDIO = _Studio(CREMA_D_SAMPLE_RATE, (0.1, 0.4), (-32.0, -24.0), (28.0
 _RAVDESS_CAST, _RAVDESS_TAKE = 1, 2
 _CREMA_D_CAST, _CREMA_D_TAKE, _CREMA_D_SENTENCE_DRAW, _CREMA_D_DEMOGRAPHICS = 3, 4, 5, 6
 _ROOM_TONE = 7
+_HOLDOUT_CAST, _HOLDOUT_CONDITIONS, _HOLDOUT_NOISE = 8, 9, 10
 
 _TILT_CORNER_HZ = 1000.0
 _CREMA_D_RACES = (("Caucasian", 0.6), ("African American", 0.25), ("Asian", 0.1), ("Unknown", 0.05))
 _CREMA_D_HISPANIC_SHARE = 0.1
+
+KLATT_PREFIX = "klatt"
+"""espeak-ng variants klatt, klatt2, ...: the Klatt formant synthesiser, holdout only."""
+
+# Holdout voice shifts: a warp factor away from 1 drawn from this range (either way), or,
+# for a female actor made from a (male-sounding) Klatt variant, upwards from the second.
+_HOLDOUT_WARP = (1.04, 1.18)
+_HOLDOUT_RAISED_WARP = (1.25, 1.35)
+_HOLDOUT_BANK_SECONDS = 8.0
+
+
+# ---------------------------------------------------------------- holdout conditions
+
+
+@dataclass(frozen=True)
+class HoldoutConditions:
+    """How the holdout's recording of a clip differs from a training one."""
+
+    noisy_share: float  # clips mixed with one noise of `noise_bank`
+    snr_db: tuple[float, float]  # their speech-to-noise ratio, dB (uniform)
+    reverb_share: float  # clips heard in a `shift.random_room`
+    rt60_s: tuple[float, float]  # that room's reverberation time
+    direct_to_reverb_db: tuple[float, float]
+    channel_share: float  # clips through a `shift.random_channel`
+
+
+HOLDOUT_CONDITIONS = HoldoutConditions(
+    noisy_share=0.8,
+    snr_db=(5.0, 25.0),
+    reverb_share=0.5,
+    rt60_s=(0.2, 0.7),
+    direct_to_reverb_db=(0.0, 10.0),
+    channel_share=0.35,
+)
+"""What the emotion and sentiment holdouts use: harder than training, still decidable."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """The conditions drawn for one holdout clip: see `record_holdout_clip`."""
+
+    room: Room | None
+    noise_kind: str | None  # a key of the noise bank
+    snr_db: float | None  # of that noise, relative to the clip's active speech
+    channel: Channel | None
+
+
+def draw_recording(
+    rng: np.random.Generator,
+    noise_kinds: Sequence[str],
+    conditions: HoldoutConditions = HOLDOUT_CONDITIONS,
+) -> Recording:
+    """One clip's room, noise and channel, each present with its share in `conditions`."""
+    noisy = rng.random() < conditions.noisy_share
+    kind = str(noise_kinds[int(rng.integers(len(noise_kinds)))]) if noisy else None
+    snr = float(rng.uniform(*conditions.snr_db)) if noisy else None
+    room = (
+        random_room(rng, conditions.rt60_s, conditions.direct_to_reverb_db)
+        if rng.random() < conditions.reverb_share
+        else None
+    )
+    channel = random_channel(rng) if rng.random() < conditions.channel_share else None
+    return Recording(room=room, noise_kind=kind, snr_db=snr, channel=channel)
+
+
+def record_holdout_clip(
+    clip: np.ndarray,
+    recording: Recording,
+    bank: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    sample_rate: int,
+    max_peak: float | None = None,
+) -> np.ndarray:
+    """`clip` (float, [-1, 1], `sample_rate` Hz) recorded as `recording` says.
+
+    The room first (cut to the clip's length), then a random window of the noise at
+    its SNR over the reverberant speech, then the channel. With `max_peak`, a mixture
+    louder than that is turned down before the channel, so only a channel's own
+    clipping distorts.
+    """
+    if recording.room is not None:
+        clip = reverberate(clip, recording.room, rng, sample_rate)
+    if recording.noise_kind is not None and recording.snr_db is not None:
+        noise = random_window(bank[recording.noise_kind], len(clip), rng)
+        clip = mix_at_snr(clip, noise, recording.snr_db)
+    if max_peak is not None:
+        peak = float(np.max(np.abs(clip))) if len(clip) else 0.0
+        if peak > max_peak:
+            clip = clip * (max_peak / peak)
+    if recording.channel is not None:
+        clip = apply_channel(clip, recording.channel, sample_rate)
+    return clip
+
+
+CROWD_VOCABULARY = (
+    "she", "he", "your", "our", "has", "had", "were", "been", "should", "might",
+    "hello", "picture", "garage", "market", "holiday", "paper", "river", "orange",
+    "lemon", "button", "pencil", "basket", "blanket", "candle", "butter", "pocket",
+    "rabbit", "salad", "sugar", "tennis", "violin", "wallet", "yellow", "purple",
+    "window", "table", "during", "between", "around", "usually", "probably", "already",
+    "enough", "number", "street", "garden", "kitchen", "letter",
+)  # fmt: skip
+"""Words of the holdouts' crowd noise: none carries emotion or sentiment, none is in a
+corpus sentence."""
+
+
+def holdout_noise_bank(
+    seed: int,
+    stream: int,
+    espeak: Espeak,
+    crowd_variants: Sequence[str],
+    sample_rate: int,
+    seconds: float = _HOLDOUT_BANK_SECONDS,
+) -> dict[str, np.ndarray]:
+    """Unit-RMS noises of every `shift.NOISE_KINDS`, `seconds` long at `sample_rate` Hz.
+
+    The crowd speaks with `crowd_variants` (holdout-only voices) in English accents;
+    the bank's random stream is keyed by `seed` and the corpus's `stream`.
+    """
+    crowd = partial(
+        crowd_babble,
+        espeak=espeak,
+        accents=english_voices().accents,
+        variants=list(crowd_variants),
+        vocabulary=CROWD_VOCABULARY,
+    )
+    return noise_bank(
+        np.random.default_rng([seed, _HOLDOUT_NOISE, stream]),
+        round(seconds * sample_rate),
+        sample_rate,
+        NOISE_KINDS,
+        crowd=crowd,
+    )
 
 
 # ---------------------------------------------------------------- RAVDESS
@@ -202,7 +378,8 @@ def generate_ravdess(
         records the full design, 60 files: neutral (intensity 01 only) and 7 emotions at
         intensities 01 and 02, x 2 statements x 2 repetitions.
     holdout_actors: the next actor numbers, same design, in `out_dir/demo_holdout/` with
-        `answers.csv` (`path,label`, label = emotion name); 0 writes no holdout.
+        `answers.csv` (`path,label`, label = emotion name); 0 writes no holdout. Their
+        voices, rooms, noises and channels are shifted from train (see the module notes).
     force: replace an existing non-empty `out_dir` (only once the new one is complete).
 
     Files are 48 kHz mono PCM16 like the real corpus, 1.7-4 s (median 2.6 s): the
@@ -217,11 +394,11 @@ def generate_ravdess(
         )
 
     def write(root: Path) -> None:
-        cast = ravdess_actors(seed, actors + holdout_actors)
+        train, holdout = ravdess_actors(seed, actors, holdout_actors)
         _record_corpus(
             root,
-            [(actor, _ravdess_takes(actor.number)) for actor in cast[:actors]],
-            [(actor, _ravdess_takes(actor.number)) for actor in cast[actors:]],
+            [(actor, _ravdess_takes(actor.number)) for actor in train],
+            [(actor, _ravdess_takes(actor.number)) for actor in holdout],
             seed,
             _RAVDESS_TAKE,
             _RAVDESS_STUDIO,
@@ -232,15 +409,30 @@ def generate_ravdess(
     return build_atomically(out_dir, force, write)
 
 
-def ravdess_actors(seed: int, count: int) -> list[Actor]:
-    """Actors 1..count of a seed: odd male, even female, every voice distinct.
+def ravdess_actors(seed: int, n_train: int, n_holdout: int) -> tuple[list[Actor], list[Actor]]:
+    """The train actors (1..n_train) and holdout actors (the next numbers) of a seed.
 
-    Variants are dealt from a shuffled list per gender, so no two actors share one until
-    a gender's list is used up.
+    Odd numbers are male, even female, every voice distinct. Train variants are dealt
+    from a shuffled list per gender, so no two train actors share one until a gender's
+    list is used up; holdout actors are made differently (see `_cast_holdout`). The
+    train actors do not depend on `n_holdout`.
     """
-    numbers = range(1, count + 1)
+    numbers = range(1, n_train + n_holdout + 1)
     sexes = ["male" if number % 2 else "female" for number in numbers]
-    return _cast(np.random.default_rng([seed, _RAVDESS_CAST]), numbers, sexes, _RAVDESS_STUDIO)
+    train = _cast(
+        np.random.default_rng([seed, _RAVDESS_CAST]),
+        numbers[:n_train],
+        sexes[:n_train],
+        _RAVDESS_STUDIO,
+    )
+    holdout = _cast_holdout(
+        np.random.default_rng([seed, _HOLDOUT_CAST, _RAVDESS_CAST]),
+        numbers[n_train:],
+        sexes[n_train:],
+        _RAVDESS_STUDIO,
+        train,
+    )
+    return train, holdout
 
 
 def _ravdess_takes(actor: int) -> list[_Take]:
@@ -286,7 +478,8 @@ def generate_crema_d(
         sentences, drawn per actor, in all 6 emotions at level XX.
     holdout_actors: the next ids, same design, in `out_dir/demo_holdout/AudioWAV/`, with
         their own `VideoDemographics.csv` and `answers.csv` (`path,label`, label = the
-        3-letter emotion code); 0 writes no holdout.
+        3-letter emotion code); 0 writes no holdout. Their voices, rooms, noises and
+        channels are shifted from train (see the module notes).
     force: replace an existing non-empty `out_dir` (only once the new one is complete).
 
     `VideoDemographics.csv` has the real columns `ActorID,Age,Sex,Race,Ethnicity`; Sex
@@ -325,7 +518,7 @@ def crema_d_actors(seed: int, n_train: int, n_holdout: int) -> tuple[list[Actor]
     """The train actors (ids 1001..) and holdout actors (the next ids) of a seed.
 
     Each set is half male, half female (the odd one out drawn), in a shuffled order;
-    every voice is distinct.
+    every voice is distinct. Holdout actors are made differently (see `_cast_holdout`).
     """
     rng = np.random.default_rng([seed, _CREMA_D_CAST])
     sexes: list[str] = []
@@ -335,8 +528,15 @@ def crema_d_actors(seed: int, n_train: int, n_holdout: int) -> tuple[list[Actor]
             balanced.append(str(rng.choice(["male", "female"])))
         sexes += [balanced[i] for i in rng.permutation(count)]
     numbers = range(CREMA_D_FIRST_ACTOR, CREMA_D_FIRST_ACTOR + n_train + n_holdout)
-    cast = _cast(rng, numbers, sexes, _CREMA_D_STUDIO)
-    return cast[:n_train], cast[n_train:]
+    train = _cast(rng, numbers[:n_train], sexes[:n_train], _CREMA_D_STUDIO)
+    holdout = _cast_holdout(
+        np.random.default_rng([seed, _HOLDOUT_CAST, _CREMA_D_CAST]),
+        numbers[n_train:],
+        sexes[n_train:],
+        _CREMA_D_STUDIO,
+        train,
+    )
+    return train, holdout
 
 
 def _crema_d_takes(actor: int, seed: int, sentences_per_actor: int) -> list[_Take]:
@@ -386,16 +586,86 @@ def _check_sizes(actors: int, holdout_actors: int, seed: int) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
 
 
+def _gendered_pools() -> dict[str, list[str]]:
+    """The natural, voiced variants that declare a gender: {"male": [...], "female": [...]}."""
+    excluded = UNNATURAL_VARIANTS | WHISPER_VARIANTS
+    return {
+        sex: [variant for variant in variants if variant not in excluded]
+        for sex, variants in variants_by_gender().items()
+    }
+
+
+def klatt_variants() -> list[str]:
+    """The installed Klatt variants (`KLATT_PREFIX`); no training actor speaks with one."""
+    variants = [v for v in english_voices().variants if v.startswith(KLATT_PREFIX)]
+    if not variants:
+        raise RuntimeError("no espeak-ng Klatt variants (klatt, klatt2, ...) installed")
+    return variants
+
+
+def holdout_variants(train: Sequence[Actor]) -> tuple[list[str], list[str]]:
+    """(Klatt variants, female variants no `train` actor uses): the holdout's voices."""
+    used = {actor.variant for actor in train}
+    return klatt_variants(), [v for v in _gendered_pools()["female"] if v not in used]
+
+
+def _cast_holdout(
+    rng: np.random.Generator,
+    numbers: Sequence[int],
+    sexes: Sequence[str],
+    studio: _Studio,
+    train: Sequence[Actor],
+) -> list[Actor]:
+    """Unseen actors made unlike any of `train`, one per number with the given sex.
+
+    Male actors speak with Klatt variants, female ones with the female variants no
+    train actor uses (or, once none is left, with a Klatt variant warped up to a
+    female register), each list shuffled and dealt in turn. Every actor gets their own
+    `VoiceShift`: a constant warp of pitch and formants by 1.04-1.18 either way
+    (1.25-1.35 up for a raised Klatt voice), timbre and tremor; no variant is one of
+    `train`'s. The warp's change of tempo is taken out of the actor's espeak rate, so
+    they speak as fast as train actors do.
+    """
+    klatt, female = holdout_variants(train)
+    dealt = {"klatt": [str(v) for v in rng.permutation(klatt)]}
+    dealt["female"] = [str(v) for v in rng.permutation(female)] if female else []
+    accents = english_voices().accents
+    taken = {(a.accent, a.variant, a.pitch, a.rate, a.pitch_range) for a in train}
+    counts = {"klatt": 0, "female": 0}
+    actors = []
+    for number, sex in zip(numbers, sexes, strict=True):
+        pool = "female" if sex == "female" and dealt["female"] else "klatt"
+        variant = dealt[pool][counts[pool] % len(dealt[pool])]
+        counts[pool] += 1
+        raised = sex == "female" and pool == "klatt"
+        shift = random_voice_shift(rng, _HOLDOUT_RAISED_WARP if raised else _HOLDOUT_WARP)
+        if raised and shift.warp < 1.0:
+            shift = replace(shift, warp=1.0 / shift.warp)
+        while True:
+            voice = (
+                str(accents[rng.integers(len(accents))]),
+                variant,
+                int(rng.integers(32, 63)),
+                # The warp speeds speech up by its factor: ask espeak for the rest.
+                round(int(rng.integers(135, 181)) / shift.warp),
+                int(rng.integers(30, 61)),
+            )
+            if voice not in taken:
+                break
+        taken.add(voice)
+        level_db = float(rng.uniform(*studio.level_db))
+        noise_db = level_db - float(rng.uniform(*studio.noise_below_speech_db))
+        noise_exponent = float(rng.uniform(0.0, 2.0))
+        actors.append(Actor(number, sex, *voice, level_db, noise_db, noise_exponent, shift))
+    return actors
+
+
 def _cast(
     rng: np.random.Generator, numbers: Sequence[int], sexes: Sequence[str], studio: _Studio
 ) -> list[Actor]:
     """One actor per number with the given sex; every (accent, variant, pitch, rate, range)
     differs, and each sex's shuffled variants are dealt in turn."""
-    excluded = UNNATURAL_VARIANTS | WHISPER_VARIANTS
-    pools = {
-        sex: [variant for variant in variants if variant not in excluded]
-        for sex, variants in variants_by_gender().items()
-    }
+    pools = _gendered_pools()
     for sex in set(sexes):
         if not pools.get(sex):
             raise RuntimeError(f"no {sex} espeak-ng variants installed")
@@ -432,12 +702,16 @@ def _record_corpus(
     description: str,
     progress: bool,
 ) -> None:
-    """Record every take of `train` under `root` and of `holdout` under its holdout folder."""
+    """Record every take of `train` under `root`, then every take of `holdout`, shifted
+    (see the module notes), under its holdout folder."""
     total = sum(len(takes) for _, takes in (*train, *holdout))
     espeak = Espeak()
     with tqdm(total=total, desc=description, unit="file", disable=not progress) as bar:
         _record(root, train, seed, stream, studio, espeak, bar.update)
-        _record(root / HOLDOUT_FOLDER, holdout, seed, stream, studio, espeak, bar.update)
+        if holdout:
+            klatt, female = holdout_variants([actor for actor, _ in train])
+            bank = holdout_noise_bank(seed, stream, espeak, klatt + female, studio.sample_rate)
+            _record(root / HOLDOUT_FOLDER, holdout, seed, stream, studio, espeak, bar.update, bank)
     if holdout:
         answers = [(take.path, take.label) for _, takes in holdout for take in takes]
         write_text(root / HOLDOUT_FOLDER / "answers.csv", csv_text(("path", "label"), answers))
@@ -451,7 +725,10 @@ def _record(
     studio: _Studio,
     espeak: Espeak,
     advance: Callable[[], object],
+    bank: dict[str, np.ndarray] | None = None,
 ) -> None:
+    """Write every take of `cast`; with a noise `bank`, each recorded as `draw_recording`
+    draws from the stream `holdout_recording_rng` gives it."""
     for actor, takes in cast:
         espeak.reset()
         tone_rng = np.random.default_rng([seed, _ROOM_TONE, stream, actor.number])
@@ -459,8 +736,17 @@ def _record(
         for index, take in enumerate(takes):
             rng = np.random.default_rng([seed, stream, actor.number, index])
             clip = _perform(espeak, actor, take, tone, rng, studio)
-            write_wav(root / take.path, clip, studio.sample_rate)
+            if bank is not None:
+                recording_rng = holdout_recording_rng(seed, stream, actor.number, index)
+                recording = draw_recording(recording_rng, sorted(bank))
+                clip = record_holdout_clip(clip, recording, bank, recording_rng, studio.sample_rate)
+            write_wav(root / take.path, soft_limit(clip), studio.sample_rate)
             advance()
+
+
+def holdout_recording_rng(seed: int, stream: int, actor: int, take: int) -> np.random.Generator:
+    """The stream a holdout take's recording conditions are drawn and applied from."""
+    return np.random.default_rng([seed, _HOLDOUT_CONDITIONS, stream, actor, take])
 
 
 def _perform(
@@ -471,9 +757,11 @@ def _perform(
     rng: np.random.Generator,
     studio: _Studio,
 ) -> np.ndarray:
-    """One take said by `actor`, padded with silence, over the room `tone`.
+    """One take said by `actor` (in their shifted voice, if they have a `shift`), padded
+    with silence, over the room `tone`.
 
-    Returns float64 samples in [-1, 1] at `studio.sample_rate`.
+    Returns float64 samples at `studio.sample_rate`, not yet limited: `soft_limit` keeps
+    them in [-1, 1].
     """
     prosody = EMOTION_PROSODY[take.emotion].at(take.intensity)
     pitch = int(np.clip(round(actor.pitch + prosody.pitch + rng.integers(-2, 3)), 0, 100))
@@ -481,6 +769,11 @@ def _perform(
         np.clip(round(actor.pitch_range * prosody.pitch_range * rng.uniform(0.92, 1.08)), 0, 100)
     )
     rate = int(np.clip(round(actor.rate * prosody.rate * rng.uniform(0.96, 1.04)), 80, 450))
+    # A shifted voice is made at espeak's own rate when that is lower (fewer samples to
+    # shift) and resampled after.
+    voice_rate = studio.sample_rate
+    if actor.shift is not None:
+        voice_rate = min(voice_rate, ESPEAK_SAMPLE_RATE)
     speech = espeak.speak(
         take.text + prosody.ending,
         voice=actor.accent,
@@ -489,18 +782,20 @@ def _perform(
         pitch=pitch,
         pitch_range=pitch_range,
         seed=int(rng.integers(0, 2**31)),
-        sample_rate=studio.sample_rate,
+        sample_rate=voice_rate,
     )
-    speech = trim_silence(speech.astype(np.float64), margin_samples=studio.sample_rate // 100)
+    speech = trim_silence(speech.astype(np.float64), margin_samples=voice_rate // 100)
     if not len(speech):
         raise RuntimeError(f"espeak-ng produced no sound for {take.text!r} with {actor}")
+    if actor.shift is not None:
+        speech = shift_voice(speech, actor.shift, rng, voice_rate)
+        speech = resample(speech, voice_rate, studio.sample_rate)
     speech = _tilt(speech, prosody.tilt, studio.sample_rate)
     level_db = actor.level_db + prosody.level_db + rng.normal(0.0, 0.7)
     speech = speech * (10 ** (level_db / 20) / speech_rms(speech))
     clip = pad_with_silence(speech, rng, studio.padding_seconds, studio.sample_rate)
     noise_db = actor.noise_db + rng.normal(0.0, 1.0)
-    clip = add_room_tone(clip, tone, rng, noise_db)
-    return soft_limit(clip)
+    return add_room_tone(clip, tone, rng, noise_db)
 
 
 def _tilt(speech: np.ndarray, amount: float, sample_rate: int) -> np.ndarray:
@@ -521,3 +816,19 @@ def _tilt(speech: np.ndarray, amount: float, sample_rate: int) -> np.ndarray:
 def _tilt_filter(kind: str, sample_rate: int) -> np.ndarray:
     """First-order `kind` ("highpass" or "lowpass") at 1 kHz, as second-order sections."""
     return butter(1, _TILT_CORNER_HZ, btype=kind, fs=sample_rate, output="sos")
+
+
+def resample(waveform: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    """`waveform` at `from_hz` resampled to `to_hz` (polyphase, Kaiser-windowed FIR)."""
+    divisor = np.gcd(from_hz, to_hz)
+    up, down = to_hz // divisor, from_hz // divisor
+    if up == down:
+        return np.asarray(waveform, dtype=np.float64).copy()
+    return resample_poly(waveform, up, down, window=_resampling_filter(int(up), int(down)))
+
+
+@cache
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR `resample_poly(x, up, down)` designs by default, designed once."""
+    longest = max(up, down)
+    return firwin(2 * 10 * longest + 1, 1 / longest, window=("kaiser", 5.0))

@@ -15,14 +15,27 @@ movie", "খাবারটা চমৎকার ছিল"), so its label, `po
 from the words; labels are balanced within each speaker. Positive sentences are said a
 little higher and faster, negative ones a little lower and slower, but by less than the
 per-clip jitter: the words are the cue. Holdout speakers continue the numbering.
-Random choices come from `np.random.default_rng` streams keyed by the seed and
-libespeak-ng is reloaded before each speaker, so a seed always gives byte-identical files.
+
+The holdout is shifted the way a real unseen-speaker test is (see
+`speechstack.synth.shift`), so that a score on it says how a model copes with voices,
+rooms and noises it never met; the training files are made exactly as without it.
+Holdout speakers speak with variants no training speaker uses, every other one with
+espeak-ng's Klatt synthesiser where train left one free, and each gets a strong voice
+shift of their own (`shift.random_voice_shift`: vocal-tract warp, tilt and EQ, tremor,
+sometimes breath). Most holdout clips carry a noise of a kind absent from training
+(`shift.NOISE_KINDS`) at a moderate SNR, about half a reverberant room and about a
+third a telephone or low-pass channel, as for the emotion holdouts
+(`emotion.HOLDOUT_CONDITIONS`); the words stay intelligible.
+
+Random choices come from `np.random.default_rng` streams keyed by the seed (the
+holdout's on streams of its own) and libespeak-ng is reloaded before each speaker, so a
+seed always gives byte-identical files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +53,14 @@ from speechstack.synth.common import (
     write_text,
     write_wav,
 )
+from speechstack.synth.emotion import (
+    KLATT_PREFIX,
+    draw_recording,
+    holdout_noise_bank,
+    record_holdout_clip,
+)
 from speechstack.synth.espeak import SAMPLE_RATE, Espeak, english_voices
+from speechstack.synth.shift import VoiceShift, random_voice_shift, shift_voice
 
 HOLDOUT_FOLDER = "demo_holdout"
 LABELS = ("negative", "positive")
@@ -171,6 +191,8 @@ _LABEL_PROSODY = {"positive": (4, 1.05, 1.1), "negative": (-4, 0.95, 0.9)}
 
 # Independent random streams, keyed as default_rng([seed, stream, ...]).
 _SPEAKERS, _HOLDOUT_SPEAKERS, _PLAN, _CLIP, _ROOM_TONE = 1, 2, 3, 4, 5
+_HOLDOUT_VOICE, _HOLDOUT_RECORDING, _HOLDOUT_NOISE = 6, 7, 8
+_HOLDOUT_MAX_PEAK = 0.97  # a holdout mixture is turned down under this before its channel
 _MAX_CLIPS_PER_SPEAKER = 1000  # file names have three digits
 
 
@@ -187,6 +209,7 @@ class Speaker:
     pitch_range: int  # espeak 0..100
     level_db: float  # loudness offset of their recordings, dB
     noise_exponent: float  # recording noise power falls as 1/f**noise_exponent
+    shift: VoiceShift | None = None  # holdout speakers only: see `shift.shift_voice`
 
 
 @dataclass(frozen=True)
@@ -212,7 +235,8 @@ def generate_sentiment(
         Bengali (an odd count has one more English speaker).
     holdout_speakers: further speakers, alternating the same way, in
         `out_dir/demo_holdout/clips/` with `answers.csv` (`path,label`, paths relative to
-        demo_holdout/); 0 writes no holdout.
+        demo_holdout/); 0 writes no holdout. Their voices, rooms, noises and channels
+        are shifted from train (see the module notes).
     clips_per_speaker: sentences per speaker (>= 2), half positive and half negative (an
         odd count gives every other speaker the extra positive one).
     force: replace an existing non-empty `out_dir` (only once the new one is complete).
@@ -241,16 +265,53 @@ def generate_sentiment(
 
 def make_speakers(seed: int, n_train: int, n_holdout: int) -> tuple[list[Speaker], list[Speaker]]:
     """The train and holdout speakers of a seed: languages alternate (en first) within each
-    set, ids count on across both sets, and no two speakers share a voice."""
+    set, ids count on across both sets, and no two speakers share a voice.
+
+    Holdout speakers use only variants no train speaker uses (`holdout_variants`),
+    alternating between free Klatt variants and the other free ones, and each carries a
+    strong `VoiceShift`. The train speakers do not depend on `n_holdout`.
+    """
     languages = [LANGUAGES[i % 2] for i in range(n_train)]
     holdout_languages = [LANGUAGES[i % 2] for i in range(n_holdout)]
     taken: set[tuple[str, str, int, int, int]] = set()
-    train = _sample_speakers(np.random.default_rng([seed, _SPEAKERS]), languages, {}, taken)
+    train = _sample_speakers(
+        np.random.default_rng([seed, _SPEAKERS]), languages, {}, taken, [_natural_variants()]
+    )
     counts = {language: languages.count(language) for language in LANGUAGES}
     holdout = _sample_speakers(
-        np.random.default_rng([seed, _HOLDOUT_SPEAKERS]), holdout_languages, counts, taken
+        np.random.default_rng([seed, _HOLDOUT_SPEAKERS]),
+        holdout_languages,
+        counts,
+        taken,
+        [pool for pool in holdout_variants(train) if pool] or [_natural_variants()],
     )
+    holdout = [
+        replace(
+            speaker,
+            shift=random_voice_shift(
+                np.random.default_rng([seed, _HOLDOUT_VOICE, *_speaker_key(speaker)])
+            ),
+        )
+        for speaker in holdout
+    ]
     return train, holdout
+
+
+def _natural_variants() -> list[str]:
+    return [v for v in english_voices().variants if v not in UNNATURAL_VARIANTS]
+
+
+def holdout_variants(train: Sequence[Speaker]) -> tuple[list[str], list[str]]:
+    """(Klatt variants, other natural variants) that no `train` speaker uses.
+
+    Either may be empty for a large train set; when both are, holdout speakers fall back
+    to every natural variant (then only their voice shift sets them apart).
+    """
+    used = {speaker.variant for speaker in train}
+    free = [v for v in _natural_variants() if v not in used]
+    return [v for v in free if v.startswith(KLATT_PREFIX)], [
+        v for v in free if not v.startswith(KLATT_PREFIX)
+    ]
 
 
 def _sample_speakers(
@@ -258,14 +319,18 @@ def _sample_speakers(
     languages: Sequence[str],
     numbered: dict[str, int],
     taken: set[tuple[str, str, int, int, int]],
+    variant_pools: Sequence[Sequence[str]],
 ) -> list[Speaker]:
-    """One speaker per entry of `languages`, numbered on from `numbered[language]`."""
+    """One speaker per entry of `languages`, numbered on from `numbered[language]`.
+
+    Speaker i draws its variant from `variant_pools[i % len(variant_pools)]`.
+    """
     accents = english_voices().accents
-    variants = [v for v in english_voices().variants if v not in UNNATURAL_VARIANTS]
     numbered = dict(numbered)
     chosen = []
     for language in languages:
         numbered[language] = numbered.get(language, 0) + 1
+        variants = variant_pools[len(chosen) % len(variant_pools)]
         while True:
             voice = (
                 str(accents[rng.integers(len(accents))]) if language == "en" else "bn",
@@ -335,9 +400,15 @@ def _write_corpus(
         unit="file",
         disable=not progress,
     ) as bar:
-        for index, (speaker, clips) in enumerate(plans):
-            folder = root if index < n_train else root / HOLDOUT_FOLDER
-            _record(folder, speaker, clips, seed, espeak, bar.update)
+        for speaker, clips in plans[:n_train]:
+            _record(root, speaker, clips, seed, espeak, bar.update)
+        if n_holdout:
+            klatt, others = holdout_variants(train)
+            bank = holdout_noise_bank(
+                seed, _HOLDOUT_NOISE, espeak, klatt + others or _natural_variants(), SAMPLE_RATE
+            )
+            for speaker, clips in plans[n_train:]:
+                _record(root / HOLDOUT_FOLDER, speaker, clips, seed, espeak, bar.update, bank)
     rows = [
         (clip.path, clip.label, speaker.id, clip.transcript, speaker.language)
         for speaker, clips in plans[:n_train]
@@ -356,21 +427,37 @@ def _record(
     seed: int,
     espeak: Espeak,
     advance: Callable[[], object],
+    bank: dict[str, np.ndarray] | None = None,
 ) -> None:
+    """Write `speaker`'s clips; with a noise `bank`, each recorded as
+    `emotion.draw_recording` draws from the stream `holdout_recording_rng` gives it."""
     espeak.reset()
     tone_rng = np.random.default_rng([seed, _ROOM_TONE, *_speaker_key(speaker)])
     tone = room_tone(tone_rng, speaker.noise_exponent, SAMPLE_RATE)
     for number, clip in enumerate(clips):
         rng = np.random.default_rng([seed, _CLIP, *_speaker_key(speaker), number])
-        write_wav(root / clip.path, _speak_sentence(espeak, speaker, clip, tone, rng))
+        audio = _speak_sentence(espeak, speaker, clip, tone, rng)
+        if bank is not None:
+            recording_rng = holdout_recording_rng(seed, speaker, number)
+            recording = draw_recording(recording_rng, sorted(bank))
+            audio = record_holdout_clip(
+                audio, recording, bank, recording_rng, SAMPLE_RATE, max_peak=_HOLDOUT_MAX_PEAK
+            )
+        write_wav(root / clip.path, audio)
         advance()
+
+
+def holdout_recording_rng(seed: int, speaker: Speaker, number: int) -> np.random.Generator:
+    """The stream a holdout clip's recording conditions are drawn and applied from."""
+    return np.random.default_rng([seed, _HOLDOUT_RECORDING, *_speaker_key(speaker), number])
 
 
 def _speak_sentence(
     espeak: Espeak, speaker: Speaker, clip: _Clip, tone: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """The sentence in the speaker's voice with the label's mild prosody, padded with
-    silence, over their room `tone` (`room_tone`) `rng`-chosen 20-40 dB below the speech."""
+    """The sentence in the speaker's voice (shifted, if they have a `shift`) with the
+    label's mild prosody, padded with silence, over their room `tone` (`room_tone`)
+    `rng`-chosen 20-40 dB below the speech."""
     pitch_offset, rate_factor, range_factor = _LABEL_PROSODY[clip.label]
     pitch = int(np.clip(speaker.pitch + pitch_offset + rng.integers(-6, 7), 0, 100))
     rate = int(np.clip(round(speaker.rate * rate_factor * rng.uniform(0.92, 1.08)), 80, 450))
@@ -388,6 +475,8 @@ def _speak_sentence(
             seed=int(rng.integers(0, 2**31)),
         ).astype(np.float64)
     )
+    if speaker.shift is not None and len(speech):
+        speech = shift_voice(speech, speaker.shift, rng, SAMPLE_RATE)
     peak = float(np.max(np.abs(speech))) if len(speech) else 0.0
     if peak == 0.0:
         raise RuntimeError(f"espeak-ng produced no sound for {clip.transcript!r} with {speaker}")
