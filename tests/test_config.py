@@ -130,7 +130,7 @@ def test_base_chain_merges_recursively(tmp_path: Path) -> None:
     )
     write_yaml(
         tmp_path / "shared" / "middle.yaml",
-        {"base": "root.yaml", "train": {"lr": 0.2}, "augment": {"gain": {"p": 1.0}}},
+        {"base": "root.yaml", "train": {"lr": 0.2}, "augment": {"reverb": {"p": 1.0}}},
     )
     path = write_yaml(
         tmp_path / "experiments" / "leaf.yaml",
@@ -138,15 +138,15 @@ def test_base_chain_merges_recursively(tmp_path: Path) -> None:
             "base": "../shared/middle.yaml",
             "experiment": "leaf",
             "train": {"batch_size": 16},
-            "augment": {"gain": {"max_db": 3.0}},
+            "augment": {"reverb": {"max_rt60": 0.5}},
         },
     )
     config = load_config(path)
     assert config.experiment == "leaf"
     assert (config.train.epochs, config.train.lr, config.train.batch_size) == (3, 0.2, 16)
     assert config.folds.k == 4
-    assert (config.augment.gain.p, config.augment.gain.max_db) == (1.0, 3.0)
-    assert config.augment.gain.min_db == -6.0  # untouched default
+    assert (config.augment.reverb.p, config.augment.reverb.max_rt60) == (1.0, 0.5)
+    assert config.augment.reverb.min_rt60 == 0.15  # untouched default
 
 
 def test_base_cycle_is_a_clear_error(tmp_path: Path) -> None:

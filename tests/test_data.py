@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 import torch
 
+from speechstack.augment import build_waveform_augment
 from speechstack.config import AudioConfig, AugmentConfig, TaskConfig
 from speechstack.data import (
     ClipDataset,
     WaveformStore,
-    build_waveform_augment,
     make_loader,
     sliding_windows,
     window_starts,
@@ -83,7 +83,7 @@ def test_augmented_loader_is_seeded_and_keeps_length(manifest, tiny_speech_comma
     store = WaveformStore.build(manifest, 16000, 16000, progress=False)
     noise = sorted((tiny_speech_commands / "train/audio/_background_noise_").glob("*.wav"))
     config = AugmentConfig.model_validate(
-        {"gain": {"p": 1.0}, "shift": {"p": 1.0}, "noise": {"p": 1.0}}
+        {"placement": {"p": 1.0}, "shift": {"p": 1.0}, "noise": {"p": 1.0}}
     )
     augment = build_waveform_augment(config, noise)
 

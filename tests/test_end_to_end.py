@@ -55,6 +55,7 @@ def test_folds_train_stack_submission(
         assert {p.name for p in folder.iterdir()} == {
             "model.pt",
             "oof.parquet",
+            "oof_shifted.parquet",
             "test.parquet",
             "metrics.json",
             "history.csv",
@@ -65,6 +66,10 @@ def test_folds_train_stack_submission(
         }
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["fold"] == fold and 0.0 <= metrics["val_accuracy"] <= 1.0
+        shifted = pl.read_parquet(folder / "oof_shifted.parquet")
+        clean = pl.read_parquet(folder / "oof.parquet")
+        assert shifted["fname"].to_list() == clean["fname"].to_list()
+        assert not shifted.select(LABELS).equals(clean.select(LABELS))  # other conditions
 
     # OOF coverage: every folded clip predicted exactly once, by the model of its own fold.
     oof = pl.concat(
@@ -90,6 +95,9 @@ def test_folds_train_stack_submission(
     stack_metrics = json.loads((workdir / "runs/speech_commands/stack/metrics.json").read_text())
     assert set(stack_metrics["experiments"]) == {"cnn"}
     assert 0.0 <= stack_metrics["stack_accuracy"] <= 1.0
+    assert stack_metrics["selected_by"] == "shifted"
+    kept = stack_metrics["sources"][stack_metrics["selected"]]["shifted"]
+    assert kept == max(source["shifted"] for source in stack_metrics["sources"].values())
     stack_oof = pl.read_parquet(workdir / "runs/speech_commands/stack/oof.parquet")
     assert set(stack_oof["fname"]) == set(folds["fname"])
     # Reports: every fold, the experiment over its OOF rows (written by train once all

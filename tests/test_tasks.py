@@ -110,20 +110,23 @@ def test_word_clips_are_labelled_by_folder_and_grouped_by_speaker(
 
 
 @pytest.mark.parametrize("ratio", [0.5, 1.0])
-def test_unknown_subsampling_keeps_ratio_times_the_mean_command_count(
+def test_unknown_ratio_scores_ratio_times_the_mean_command_count_and_keeps_the_rest(
     tiny_speech_commands: Path, ratio: float
 ) -> None:
     manifest = make_task(tiny_speech_commands, unknown_ratio=ratio).train_manifest()
     everything = make_task(tiny_speech_commands, unknown_ratio=None).train_manifest()
+    assert everything["scored"].all()
     all_unknown = everything.filter(pl.col("label") == "unknown")
     expected = round(ratio * mean_command_count(tiny_speech_commands))
     assert 0 < expected < all_unknown.height  # the fixture is big enough to subsample
+    # every clip is kept; only the scored ones are folded and validated
+    assert set(manifest["fname"]) == set(everything["fname"])
     unknown = manifest.filter(pl.col("label") == "unknown")
-    assert unknown.height == expected
-    assert set(unknown["fname"]) <= set(all_unknown["fname"])
-    # The commands themselves are never subsampled.
+    assert unknown["scored"].sum() == expected
+    assert not manifest.filter(~pl.col("scored"))["label"].is_in(COMMANDS).any()
+    # The commands themselves are always scored.
     for command in COMMANDS:
-        assert (manifest["label"] == command).sum() == (everything["label"] == command).sum()
+        assert manifest.filter(pl.col("label") == command)["scored"].all()
 
 
 def test_silence_defaults_to_the_mean_command_count(tiny_speech_commands: Path) -> None:
@@ -148,9 +151,7 @@ def test_a_large_silence_count_is_honoured_exactly(tiny_speech_commands: Path) -
 def test_silence_rows_are_cut_from_noise_files_grouped_by_file(
     tiny_speech_commands: Path,
 ) -> None:
-    task = make_task(
-        tiny_speech_commands, silence_clips=30, silence_min_gain_db=-30.0, silence_max_gain_db=-10.0
-    )
+    task = make_task(tiny_speech_commands, silence_clips=30)
     silence = task.train_manifest().filter(pl.col("label") == "silence")
     noise_files = {str(p.resolve()): p for p in task.noise_files()}
     assert len(noise_files) == 6
@@ -160,7 +161,7 @@ def test_silence_rows_are_cut_from_noise_files_grouped_by_file(
         assert row["target"] == "silence"
         assert row["duration"] == 1.0
         assert 0.0 <= row["start"] <= sf.info(noise).duration - 1.0
-        assert -30.0 <= row["gain_db"] <= -10.0
+        assert row["gain_db"] == 0.0  # a level is invisible to the model: none is drawn
         assert row["fname"].startswith(f"_background_noise_/{noise.name}@")
     assert silence["group"].n_unique() == 6  # spread over every file
 
@@ -172,6 +173,7 @@ def test_manifest_is_deterministic_for_a_seed(tiny_speech_commands: Path) -> Non
     assert first.equals(again)
     assert not first.equals(other)
     assert first.height == other.height
+    assert first["scored"].sum() == other["scored"].sum()
 
 
 # ---------------------------------------------------------------- label modes and splits

@@ -109,18 +109,65 @@ class Probability(Strict):
     p: float = Field(0.0, ge=0, le=1)  # chance the transform is applied to a clip
 
 
-class GainAugment(Probability):
-    min_db: float = -6.0
-    max_db: float = 6.0
-
-
 class ShiftAugment(Probability):
     max_fraction: float = Field(0.1, ge=0, le=1)  # of the clip length, either direction
 
 
+class PlacementAugment(Probability):
+    """Move the spoken part to a random position: the clip is rolled so that its loud span
+    (frames within ``threshold_db`` of the loudest) lands anywhere inside the window; what
+    wraps around is the clip's own background."""
+
+    threshold_db: float = Field(-30.0, le=0)  # dB below the loudest 10 ms frame
+
+
 class NoiseAugment(Probability):
+    """A window of a task noise file (Speech Commands' ``_background_noise_``)."""
+
     min_snr_db: float = 3.0
     max_snr_db: float = 30.0
+
+
+class ColoredNoiseAugment(Probability):
+    """Noise whose power falls as 1/f**exponent (-2 violet, 0 white, 1 pink, 2 brown)."""
+
+    min_snr_db: float = 0.0
+    max_snr_db: float = 30.0
+    min_exponent: float = -2.0
+    max_exponent: float = 2.0
+
+
+class MixAugment(Probability):
+    """Another training clip (another speaker, any label) mixed in well below the clip:
+    a voice in the background, as in a room of people."""
+
+    min_snr_db: float = 10.0
+    max_snr_db: float = 25.0
+
+
+class ReverbAugment(Probability):
+    """Convolution with a synthetic room impulse response (exponentially decaying noise)."""
+
+    min_rt60: float = Field(0.15, gt=0)  # seconds for the tail to fall by 60 dB
+    max_rt60: float = Field(0.9, gt=0)
+
+
+class BandAugment(Probability):
+    """A band-pass channel (telephone, cheap microphone): high-pass at a cut-off drawn from
+    ``low_hz`` and low-pass at one drawn from ``high_hz`` (a range [min, max] each, Hz)."""
+
+    min_low_hz: float = Field(50.0, gt=0)
+    max_low_hz: float = Field(400.0, gt=0)
+    min_high_hz: float = Field(2500.0, gt=0)
+    max_high_hz: float = Field(7500.0, gt=0)
+
+
+class SpeedAugment(Probability):
+    """Resampling by ``rate``: tempo, pitch and formants move together (a longer or
+    shorter vocal tract); cheap, unlike ``pitch``/``stretch``."""
+
+    min_rate: float = Field(0.85, gt=0)
+    max_rate: float = Field(1.15, gt=0)
 
 
 class PitchAugment(Probability):
@@ -145,16 +192,42 @@ class MixupConfig(Probability):
 
 
 class AugmentConfig(Strict):
-    """Training-only augmentation. Waveform transforms run in the data loader
-    (audiomentations); SpecAugment runs in the model on the device; mixup in the loop."""
+    """Training-only augmentation. Waveform transforms run in the data loader, in the
+    order of the fields below (placement and voice first, the room next, the channel
+    last); SpecAugment runs in the model on the device; mixup in the loop.
 
-    gain: GainAugment = Field(default_factory=GainAugment)
+    There is no gain/level transform: the log-mel front-end subtracts each clip's mean
+    level, so a gain changes nothing the model sees; level matters only against noise,
+    which the noise transforms draw by SNR."""
+
+    placement: PlacementAugment = Field(default_factory=PlacementAugment)
     shift: ShiftAugment = Field(default_factory=ShiftAugment)
-    noise: NoiseAugment = Field(default_factory=NoiseAugment)
+    speed: SpeedAugment = Field(default_factory=SpeedAugment)
     pitch: PitchAugment = Field(default_factory=PitchAugment)
     stretch: StretchAugment = Field(default_factory=StretchAugment)
+    mix: MixAugment = Field(default_factory=MixAugment)
+    reverb: ReverbAugment = Field(default_factory=ReverbAugment)
+    noise: NoiseAugment = Field(default_factory=NoiseAugment)
+    colored_noise: ColoredNoiseAugment = Field(default_factory=ColoredNoiseAugment)
+    band: BandAugment = Field(default_factory=BandAugment)
     spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     mixup: MixupConfig = Field(default_factory=MixupConfig)
+
+
+class ShiftedValidationConfig(Strict):
+    """Test-like conditions for a second pass over each fold's validation clips
+    (``oof_shifted.parquet``): noise kinds the training augmentation never uses, low SNR,
+    reverberant rooms and narrow channels, drawn per clip from ``seed`` and the clip's name
+    (the same for every experiment). The stacker is fitted on these rows and the
+    submission's source is chosen by its score on them."""
+
+    enabled: bool = True
+    noise_p: float = Field(0.85, ge=0, le=1)
+    min_snr_db: float = 0.0
+    max_snr_db: float = 20.0
+    reverb_p: float = Field(0.5, ge=0, le=1)
+    band_p: float = Field(0.35, ge=0, le=1)
+    seed: int = 0
 
 
 class FoldsConfig(Strict):
@@ -184,11 +257,51 @@ class TrainConfig(Strict):
     # folds `train` trains at once, each in its own process, the CPU cores shared between
     # them; auto: one per core (at most one per fold) on the CPU, 1 on a GPU or under torchrun
     parallel_folds: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # per epoch, the clips of each listed label are drawn afresh (without replacement) up to
+    # `ratio` x the mean clip count of the other labels on the training side, so a large
+    # label (Speech Commands' `unknown`) is seen in full over the epochs without swamping any
+    # one of them; every other clip is shown every epoch
+    label_quota: dict[str, float] = Field(default_factory=dict)
+    # clips that are a segment of a longer file (silence cut from the noise files) take a
+    # fresh random offset in that file every epoch; validation keeps the manifest's segment
+    fresh_segments: bool = True
+    # CSV of pseudo-labelled test clips (fname, path, label: `speechstack pseudo`) added to
+    # the training side of every fold, never to a validation side
+    pseudo_labels: Path | None = None
+
+    @model_validator(mode="after")
+    def _positive_quota(self) -> TrainConfig:
+        bad = {label: ratio for label, ratio in self.label_quota.items() if ratio <= 0}
+        if bad:
+            raise ValueError(f"label_quota ratios must be > 0, got {bad}")
+        return self
+
+
+class TtaView(Strict):
+    """One test-time view of a window: circularly shifted and/or resampled."""
+
+    shift_seconds: float = 0.0  # roll right (negative: left), the window's own audio wraps
+    speed: float = Field(1.0, gt=0)  # resampling rate: > 1 faster and higher
 
 
 class PredictConfig(Strict):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
+    # test-time augmentation: class probabilities averaged over these views of every window
+    # (OOF rows, shifted OOF rows, the test set and `predict` alike); [] = the window as is
+    tta: list[TtaView] = Field(default_factory=list)
+    shifted_validation: ShiftedValidationConfig = Field(default_factory=ShiftedValidationConfig)
+
+
+class PseudoConfig(Strict):
+    """``speechstack pseudo``: confident test clips, with the predicted label, for the training
+    side of the next round's folds."""
+
+    source: str | None = None  # run whose test probabilities decide (default stack.name)
+    threshold: float = Field(0.9, gt=0, le=1)  # minimum top probability
+    agreement: bool = True  # every experiment of the source must predict the same label
+    max_share: float = Field(1.0, gt=0, le=1)  # at most this share of the test set
+    round: int = Field(1, ge=1)  # output runs/<task>/pseudo/round<round>.csv
 
 
 class LightGBMParams(Strict):
@@ -210,6 +323,24 @@ class StackConfig(Strict):
     experiments: list[str] = Field(default_factory=lambda: ["cnn"], min_length=1)
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
     seed: int = 0
+
+
+class SolutionExperiment(Strict):
+    """One family of the recipe: an experiment file and dotted overrides for it."""
+
+    config: Path  # experiment YAML, relative to the recipe file
+    set: dict[str, Any] = Field(default_factory=dict)  # e.g. {train.epochs: 12}
+
+
+class SolutionConfig(Strict):
+    """``speechstack solution`` / ``make solution``: train ``experiments`` on every fold,
+    stack them, then ``pseudo_rounds`` times add the stack's confident test clips to every
+    fold's training side and retrain ``retrain`` (default: all) as ``<experiment>-r<round>``,
+    stacked again; the last stack writes the submission."""
+
+    experiments: list[SolutionExperiment] = Field(default_factory=list)
+    pseudo_rounds: int = Field(0, ge=0)
+    retrain: list[str] | None = None  # experiment names retrained in the pseudo rounds
 
 
 class SearchDimension(Strict):
@@ -298,6 +429,8 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
+    pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
+    solution: SolutionConfig = Field(default_factory=SolutionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @property

@@ -9,131 +9,111 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_path
 from speechstack.audio import fit_length, read_audio
-from speechstack.config import AudioConfig, AugmentConfig
+from speechstack.config import AudioConfig
 
 WaveformTransform = Callable[[np.ndarray, int], np.ndarray]
+ClipCondition = Callable[[np.ndarray, str], np.ndarray]  # (waveform, fname) -> waveform
 
 
-def build_waveform_augment(
-    config: AugmentConfig, noise_files: Sequence[Path]
-) -> WaveformTransform | None:
-    """An audiomentations pipeline from config; None when every probability is zero."""
-    import audiomentations as A
+class SegmentSource:
+    """Whole audio files decoded once per process (on first use), to cut fresh segments
+    from: a silence clip of a noise file gets a new random offset in that file every epoch
+    instead of the one window the manifest names."""
 
-    transforms = []
-    if config.gain.p:
-        transforms.append(A.Gain(config.gain.min_db, config.gain.max_db, p=config.gain.p))
-    if config.shift.p:
-        fraction = config.shift.max_fraction
-        transforms.append(
-            A.Shift(-fraction, fraction, shift_unit="fraction", rollover=False, p=config.shift.p)
-        )
-    if config.noise.p:
-        if not noise_files:
-            raise ValueError(
-                "augment.noise.p > 0 but the task has no background-noise files "
-                "(set augment.noise.p=0)"
-            )
-        transforms.append(
-            BackgroundNoise(
-                noise_files, config.noise.min_snr_db, config.noise.max_snr_db, p=config.noise.p
-            )
-        )
-    if config.pitch.p:
-        transforms.append(
-            A.PitchShift(config.pitch.min_semitones, config.pitch.max_semitones, p=config.pitch.p)
-        )
-    if config.stretch.p:
-        transforms.append(
-            A.TimeStretch(
-                config.stretch.min_rate,
-                config.stretch.max_rate,
-                leave_length_unchanged=True,
-                p=config.stretch.p,
-            )
-        )
-    return A.Compose(transforms) if transforms else None
-
-
-class BackgroundNoise:
-    """Mix in a random segment of a random noise file at a random SNR (dB, relative to the
-    clip's RMS), with probability ``p``: ``audiomentations.AddBackgroundNoise`` with the same
-    parameters, the same draws from ``random`` in the same order, and the same mix, but each
-    noise file is decoded once per process (on first use; ~25 MB for Kaggle's six files) and
-    segments are sliced in memory, instead of a file open, seek and read on every call (that
-    was ~90% of the loader's time).
-
-    Called as ``transform(samples (samples,) float32, sample_rate) -> samples``.
-    """
-
-    def __init__(
-        self, noise_files: Sequence[Path], min_snr_db: float, max_snr_db: float, p: float
-    ) -> None:
-        if not noise_files:
-            raise ValueError("BackgroundNoise needs at least one noise file")
-        if min_snr_db > max_snr_db:
-            raise ValueError(f"min_snr_db {min_snr_db} > max_snr_db {max_snr_db}")
-        self.noise_files = [Path(path) for path in noise_files]
-        self.min_snr_db = min_snr_db
-        self.max_snr_db = max_snr_db
-        self.p = p
-        self._noise: dict[tuple[int, int], np.ndarray] = {}  # (file index, rate) -> waveform
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._files: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict:
-        # A pickled copy (spawned loader workers) decodes its own noise instead of carrying it.
-        return {**self.__dict__, "_noise": {}}
+        return {**self.__dict__, "_files": {}}  # a pickled copy decodes its own
 
-    def noise(self, index: int, sample_rate: int) -> np.ndarray:
-        """Noise file ``index`` as mono float32 at ``sample_rate``, decoded once."""
-        key = (index, sample_rate)
-        if key not in self._noise:
-            self._noise[key] = read_audio(self.noise_files[index], sample_rate)
-        return self._noise[key]
+    def fresh(self, row: dict, rng: np.random.Generator) -> np.ndarray:
+        """``row['duration']`` seconds of ``row['path']`` from a random offset, with the
+        row's gain; ``(samples,)`` float32."""
+        path = row["path"]
+        if path not in self._files:
+            self._files[path] = read_audio(path, self.sample_rate)
+        waveform = self._files[path]
+        length = round(row["duration"] * self.sample_rate)
+        start = int(rng.integers(0, max(1, waveform.shape[0] - length + 1)))
+        segment = waveform[start : start + length]
+        gain_db = row["gain_db"] or 0.0
+        return segment * np.float32(10.0 ** (gain_db / 20.0)) if gain_db else segment.copy()
 
-    def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
-        # The draws of audiomentations' randomize_parameters, in its order.
-        if not random.random() < self.p:
-            return samples
-        snr_db = random.uniform(self.min_snr_db, self.max_snr_db)
-        random.uniform(-45.0, -15.0)  # its absolute-level draw, unused in relative mode
-        index = random.randint(0, len(self.noise_files) - 1)
-        noise = self.noise(index, sample_rate)
-        signal_seconds = len(samples) / sample_rate
-        offset = random.uniform(0.0, max(0.0, len(noise) / sample_rate - signal_seconds))
-        if len(samples) == 0:
-            return samples
-        start = int(offset * sample_rate)
-        segment = noise[start : start + int(signal_seconds * sample_rate)]
-        noise_rms = _rms(segment)
-        if noise_rms < 1e-9:
-            warnings.warn(
-                f"{self.noise_files[index]} is too silent to be added as noise; "
-                "the clip is left unchanged",
-                stacklevel=2,
+
+class QuotaSampler(Sampler[int]):
+    """Per-epoch training order that shows every clip each epoch except those of the
+    ``quota`` labels: of each, ``ratio`` x the mean clip count of the non-quota labels are
+    drawn afresh every epoch, walking through a seeded permutation of all of them (then
+    another), so every clip of a large label is seen before any is seen twice.
+
+    ``set_epoch(epoch)`` picks the epoch; ``shard=(rank, world_size)`` gives each
+    data-parallel rank every world_size-th index of the same order."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        quota: dict[str, float],
+        seed: int,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        labels_array = np.asarray(labels)
+        self.seed = seed
+        self.epoch = 0
+        self.shard = shard
+        self.always = np.flatnonzero(~np.isin(labels_array, list(quota)))
+        counts = [int((labels_array == label).sum()) for label in set(labels_array[self.always])]
+        mean_other = float(np.mean(counts)) if counts else float(len(labels_array))
+        self.pools: list[tuple[np.ndarray, int]] = []  # (rows of the label, clips per epoch)
+        for label, ratio in sorted(quota.items()):
+            rows = np.flatnonzero(labels_array == label)
+            if len(rows):
+                self.pools.append((rows, min(len(rows), max(1, round(ratio * mean_other)))))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """The shuffled dataset indices of ``epoch`` (before sharding)."""
+        chosen = [self.always]
+        for pool_index, (rows, per_epoch) in enumerate(self.pools):
+            start = epoch * per_epoch
+            cycle, offset = divmod(start, len(rows))
+            stream = np.concatenate(
+                [
+                    np.random.default_rng([self.seed, pool_index, cycle + c]).permutation(rows)
+                    for c in range(2)
+                ]
             )
-            return samples
-        desired_rms = _rms(samples) / 10 ** (snr_db / 20)
-        segment = segment * np.float32(desired_rms / noise_rms)
-        if len(segment) < len(samples):  # a noise file shorter than the clip is repeated
-            segment = np.tile(segment, -(-len(samples) // len(segment)))
-        return samples + segment[: len(samples)]
+            chosen.append(stream[offset : offset + per_epoch])
+        order = np.concatenate(chosen)
+        return np.random.default_rng([self.seed, 1_000_003, epoch]).permutation(order)
 
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices(self.epoch)
+        if self.shard is not None:
+            rank, world_size = self.shard
+            indices = indices[rank::world_size]
+        return iter(indices.tolist())
 
-def _rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.dot(samples, samples) / samples.size))
+    def __len__(self) -> int:
+        total = len(self.always) + sum(per_epoch for _, per_epoch in self.pools)
+        if self.shard is None:
+            return total
+        rank, world_size = self.shard
+        return len(range(rank, total, world_size))
 
 
 def decode_clip(row: dict, sample_rate: int) -> np.ndarray:
@@ -306,8 +286,10 @@ class ClipDataset(Dataset):
     (a large test set). Two modes:
 
     * ``train=True``: the (augmented, when ``augment`` is given) clip randomly cropped or
-      padded to one window: ``(clip_samples,)``.
-    * ``train=False``: the clip cut into sliding windows ``hop_samples`` apart covering all
+      padded to one window: ``(clip_samples,)``. With ``segments``, a clip that is a
+      segment of a longer file (a ``duration`` in its row) is cut afresh from that file.
+    * ``train=False``: the clip (passed through ``condition(waveform, fname)`` when given:
+      the shifted validation) cut into sliding windows ``hop_samples`` apart covering all
       of it: ``(windows, clip_samples)`` (one window for a clip that fits); batch these with
       ``collate_windows`` (what ``make_loader`` does for them).
     """
@@ -322,8 +304,10 @@ class ClipDataset(Dataset):
         augment: WaveformTransform | None = None,
         seed: int = 0,
         train: bool = False,
+        segments: SegmentSource | None = None,
+        condition: ClipCondition | None = None,
     ) -> None:
-        self.rows = manifest.select("path", "start", "duration", "gain_db").to_dicts()
+        self.rows = manifest.select("fname", "path", "start", "duration", "gain_db").to_dicts()
         self.audio = audio
         self.targets = targets if targets is not None else np.full(len(self.rows), -1)
         self.store = store
@@ -331,6 +315,8 @@ class ClipDataset(Dataset):
         self.store_rows = store_rows if store_rows is not None else np.arange(len(self.rows))
         self.augment = augment
         self.train = train
+        self.segments = segments
+        self.condition = condition
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -345,14 +331,25 @@ class ClipDataset(Dataset):
             self.rows[index], audio.sample_rate, audio.max_samples, audio.variable_length
         )
 
+    def random_clip(self) -> np.ndarray:
+        """A random clip of this dataset as stored (what ``augment.mix`` mixes in)."""
+        return self.clip(int(self.rng.integers(len(self.rows))))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        waveform = self.clip(index)
+        row = self.rows[index]
         window = self.audio.clip_samples
         if self.train:
+            if self.segments is not None and row["duration"] is not None:
+                waveform = self.segments.fresh(row, self.rng)
+            else:
+                waveform = self.clip(index)
             if self.augment is not None:
                 waveform = self.augment(waveform, self.audio.sample_rate)
             waveform = fit_length(waveform, window, self.rng)
         else:
+            waveform = self.clip(index)
+            if self.condition is not None:
+                waveform = self.condition(waveform, row["fname"])
             waveform = sliding_windows(waveform, window, self.audio.hop_samples)
         return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), int(
             self.targets[index]
@@ -392,14 +389,15 @@ def make_loader(
     seed: int,
     drop_last: bool = False,
     shard: tuple[int, int] | None = None,
+    sampler: Sampler[int] | None = None,
 ) -> DataLoader:
     """A seeded loader (evaluation-mode ``ClipDataset`` batches are ``collate_windows``
     triples). ``shard=(rank, world_size)`` gives each data-parallel rank its own
-    part of the (seeded, per-epoch reshuffled: call ``loader.sampler.set_epoch``) order."""
+    part of the (seeded, per-epoch reshuffled: call ``loader.sampler.set_epoch``) order.
+    A given ``sampler`` (e.g. ``QuotaSampler``, sharded itself) decides the order instead."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = None
-    if shard is not None:
+    if sampler is None and shard is not None:
         rank, world_size = shard
         sampler = DistributedSampler(
             dataset,

@@ -44,9 +44,17 @@ def write_folds(
             f"{path} already exists; folds are written once so every experiment shares them "
             "(delete it or pass --force / FORCE=1 to rewrite; finished runs then no longer match)"
         )
-    folds = assign_folds(manifest, k, seed).select(FOLD_COLUMNS)
+    folds = assign_folds(scored_rows(manifest), k, seed).select(FOLD_COLUMNS)
     atomic_write_frame(path, folds)
     return folds
+
+
+def scored_rows(manifest: pl.DataFrame) -> pl.DataFrame:
+    """The clips that are folded, validated and stacked: those whose optional ``scored``
+    column is true (every clip when there is none). The others only ever train."""
+    if "scored" not in manifest.columns:
+        return manifest
+    return manifest.filter(pl.col("scored"))
 
 
 def read_folds(path: Path) -> pl.DataFrame:

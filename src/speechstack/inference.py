@@ -12,6 +12,7 @@ and one probability column per label, written atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from speechstack.config import Config
+from speechstack.config import Config, TtaView
 from speechstack.data import ClipDataset, make_loader
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import TEST_COLUMNS, manifest_frame
@@ -84,9 +85,15 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Conf
 
 
 def predict_experiment(
-    run_dir: Path, manifest: pl.DataFrame, device: torch.device, progress: bool = True
+    run_dir: Path,
+    manifest: pl.DataFrame,
+    device: torch.device,
+    progress: bool = True,
+    views: Sequence[TtaView] | None = None,
 ) -> np.ndarray:
-    """Label probabilities ``(clips, labels)``: the mean over the experiment's fold models."""
+    """Label probabilities ``(clips, labels)``: the mean over the experiment's fold models,
+    each averaging the test-time ``views`` it was trained with (or the given ``views``;
+    ``[]``: none)."""
     folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
     if not folds:
         raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
@@ -102,17 +109,34 @@ def predict_experiment(
             seed=0,
         )
         precision = Precision.choose(device, config.train.amp)
-        labels = predict_probabilities(model, loader, precision, progress) @ class_to_label
+        labels = (
+            predict_probabilities(
+                model,
+                loader,
+                precision,
+                progress,
+                config.predict.tta if views is None else views,
+                config.audio.sample_rate,
+            )
+            @ class_to_label
+        )
         total = labels if total is None else total + labels
     assert total is not None
     return total / len(folds)
 
 
 def predict_folder(
-    config: Config, audio_dir: Path, source: str, labels: list[str], progress: bool = True
+    config: Config,
+    audio_dir: Path,
+    source: str,
+    labels: list[str],
+    progress: bool = True,
+    tta: bool = True,
 ) -> pl.DataFrame:
     """Predictions of ``source`` (an experiment or the stack named ``config.stack.name``)
-    for every audio file under ``audio_dir``: path, label, one probability per label."""
+    for every audio file under ``audio_dir``: path, label, one probability per label.
+    ``tta=False`` predicts the windows as they are (to measure what the views add)."""
+    views = None if tta else []
     from speechstack.stack import apply_stack
 
     manifest = audio_manifest(audio_dir)
@@ -129,14 +153,16 @@ def predict_folder(
                 for name in experiments
                 for label, column in zip(
                     labels,
-                    predict_experiment(config.task_runs_dir / name, manifest, device, progress).T,
+                    predict_experiment(
+                        config.task_runs_dir / name, manifest, device, progress, views
+                    ).T,
                     strict=True,
                 )
             }
         )
         probabilities = apply_stack(source_dir, features)
     else:
-        probabilities = predict_experiment(source_dir, manifest, device, progress)
+        probabilities = predict_experiment(source_dir, manifest, device, progress, views)
     predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
     return pl.DataFrame(
         {

@@ -53,9 +53,15 @@ def _read_experiment(run_dir: Path, k: int, kind: str) -> pl.DataFrame:
 
 
 def collect_oof(
-    runs_dir: Path, experiments: list[str], folds: pl.DataFrame, labels: list[str]
+    runs_dir: Path,
+    experiments: list[str],
+    folds: pl.DataFrame,
+    labels: list[str],
+    kind: str = "oof",
 ) -> pl.DataFrame:
-    """One row per folded clip: fname, label, fold and ``<experiment>:<label>`` columns.
+    """One row per folded clip: fname, label, fold and ``<experiment>:<label>`` columns,
+    from each fold's ``<kind>.parquet`` (``oof``, or ``oof_shifted``: the same clips under
+    test-like conditions).
 
     Checks that every experiment predicted every clip exactly once, from the model that
     held that clip's fold out.
@@ -63,7 +69,7 @@ def collect_oof(
     k = int(folds["fold"].max()) + 1  # type: ignore[arg-type]
     table = folds.select("fname", "label", "fold")
     for name in experiments:
-        oof = _read_experiment(runs_dir / name, k, "oof")
+        oof = _read_experiment(runs_dir / name, k, kind)
         if oof["fname"].is_duplicated().any():
             raise StackError(f"{runs_dir / name}: some clips are predicted by more than one fold")
         if set(oof["fname"]) != set(table["fname"]):
@@ -113,6 +119,43 @@ def accuracy(probabilities: np.ndarray, truth: np.ndarray) -> float:
     return float((probabilities.argmax(axis=1) == truth).mean())
 
 
+def has_shifted_oof(runs_dir: Path, experiments: list[str], k: int) -> bool:
+    """Whether every fold of every experiment wrote ``oof_shifted.parquet``."""
+    return all(
+        (runs_dir / name / f"fold{fold}" / "oof_shifted.parquet").is_file()
+        for name in experiments
+        for fold in range(k)
+    )
+
+
+def member_probabilities(table: pl.DataFrame, name: str, labels: list[str]) -> np.ndarray:
+    """``(clips, labels)`` of one experiment's ``<name>:<label>`` columns."""
+    return table.select([f"{name}:{c}" for c in labels]).to_numpy()
+
+
+def mean_probabilities(table: pl.DataFrame, names: list[str], labels: list[str]) -> np.ndarray:
+    """The plain mean of the experiments' label probabilities."""
+    return sum(member_probabilities(table, n, labels) for n in names) / len(names)
+
+
+MEAN, LIGHTGBM = "mean", "lightgbm"
+
+
+def choose_source(scores: dict[str, dict[str, float | None]], by: str) -> tuple[str, str]:
+    """(name, reason): the candidate with the best ``by`` score (``shifted`` or ``cv``).
+    Candidates are listed simplest first (the mean, the members, then LightGBM); a later
+    one must be strictly better to win, so a stack never replaces an equal member."""
+    best = max(scores, key=lambda name: (scores[name][by] or 0.0, -list(scores).index(name)))
+    ranked = ", ".join(
+        f"{name} {scores[name][by]:.4f}"
+        for name in sorted(scores, key=lambda n: -(scores[n][by] or 0.0))
+    )
+    where = (
+        "shifted OOF (validation clips under test-like conditions)" if by == "shifted" else "OOF"
+    )
+    return best, f"best {where} accuracy: {ranked}"
+
+
 def run_stack(
     config: StackConfig,
     runs_dir: Path,
@@ -122,27 +165,37 @@ def run_stack(
     manifest: pl.DataFrame | None = None,
     report_columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate the stacker on the folds, predict the test set, write the outputs
-    (with a report whose per-group tables come from ``manifest``'s ``report_columns``)."""
+    """Cross-validate the LightGBM stacker on the folds, score it beside the plain mean of
+    probabilities and every member, keep the best (``choose_source``), and write the kept
+    source's OOF/test predictions (with a report whose per-group tables come from
+    ``manifest``'s ``report_columns``).
+
+    When every fold wrote ``oof_shifted.parquet`` the stacker is fitted on those rows and
+    the sources are compared on them: the clean OOF rows flatter, and a stacker fitted on
+    them learns a confidence the shifted test does not have."""
     import lightgbm
 
     folds = read_folds(folds_file)
-    oof = collect_oof(runs_dir, config.experiments, folds, labels)
     k = int(folds["fold"].max()) + 1  # type: ignore[arg-type]
-    truth = oof["label"].replace_strict({label: i for i, label in enumerate(labels)}).to_numpy()
-    fold_of = oof["fold"].to_numpy()
-    feature_columns = [c for c in oof.columns if ":" in c]
-    features = oof.select(feature_columns).to_numpy()
-    test = collect_test(runs_dir, config.experiments, k, labels)
+    names = config.experiments
+    clean = collect_oof(runs_dir, names, folds, labels)
+    shifted = (
+        collect_oof(runs_dir, names, folds, labels, kind="oof_shifted")
+        if has_shifted_oof(runs_dir, names, k)
+        else None
+    )
+    fit_table = shifted if shifted is not None else clean
+    truth = clean["label"].replace_strict({label: i for i, label in enumerate(labels)}).to_numpy()
+    fold_of = clean["fold"].to_numpy()
+    feature_columns = [c for c in clean.columns if ":" in c]
+    tables = {"cv": clean} | ({"shifted": shifted} if shifted is not None else {})
+    test = collect_test(runs_dir, names, k, labels)
 
-    per_experiment = {
-        name: accuracy(oof.select([f"{name}:{c}" for c in labels]).to_numpy(), truth)
-        for name in config.experiments
-    }
-    stacked = np.zeros((oof.height, len(labels)), dtype=np.float64)
+    stacked = {key: np.zeros((clean.height, len(labels))) for key in tables}
     test_stacked = None if test is None else np.zeros((test.height, len(labels)))
     present = np.unique(truth)
     stackers: list[tuple[Any, list[int]]] = []  # (fitted model, label index of each column)
+    fit_features = fit_table.select(feature_columns).to_numpy()
     for fold in range(k):
         train_rows, held_rows = fold_of != fold, fold_of == fold
         model = lightgbm.LGBMClassifier(
@@ -151,50 +204,75 @@ def run_stack(
             verbose=-1,
             **config.lightgbm.model_dump(),
         )
-        model.fit(features[train_rows], truth[train_rows])
+        model.fit(fit_features[train_rows], truth[train_rows])
         # Classes absent from the training rows get probability 0 in their column.
         columns = np.searchsorted(present, model.classes_)
         stackers.append((model, present[columns].tolist()))
-        stacked[np.ix_(held_rows, present[columns])] = model.predict_proba(features[held_rows])
+        for key, table in tables.items():
+            features = table.select(feature_columns).to_numpy()[held_rows]
+            stacked[key][np.ix_(held_rows, present[columns])] = model.predict_proba(features)
         if test is not None and test_stacked is not None:
             test_stacked[:, present[columns]] += (
                 model.predict_proba(test.select(feature_columns).to_numpy()) / k
             )
+
+    # Every candidate source: OOF probabilities per condition, and its test probabilities.
+    candidates: dict[str, dict[str, np.ndarray | None]] = {
+        MEAN: {key: mean_probabilities(t, names, labels) for key, t in tables.items()}
+        | {"test": None if test is None else mean_probabilities(test, names, labels)},
+    }
+    for name in names:
+        candidates[name] = {key: member_probabilities(t, name, labels) for key, t in tables.items()}
+        candidates[name]["test"] = (
+            None if test is None else member_probabilities(test, name, labels)
+        )
+    candidates[LIGHTGBM] = {**stacked, "test": test_stacked}
+    scores: dict[str, dict[str, float | None]] = {
+        name: {key: accuracy(c[key], truth) if key in c else None for key in ("cv", "shifted")}
+        for name, c in candidates.items()
+    }
+    by = "shifted" if shifted is not None else "cv"
+    selected, reason = choose_source(scores, by)
+    chosen = candidates[selected]
     metrics = {
-        "experiments": per_experiment,
-        "stack_accuracy": accuracy(stacked, truth),
-        "mean_accuracy": accuracy(
-            sum(oof.select([f"{n}:{c}" for c in labels]).to_numpy() for n in config.experiments),
-            truth,
-        ),
+        "experiments": {name: scores[name]["cv"] for name in names},
+        "sources": scores,
+        "selected": selected,
+        "selected_by": by,
+        "reason": reason,
+        "stack_accuracy": scores[selected]["cv"],
+        "stack_accuracy_shifted": scores[selected]["shifted"],
+        "mean_accuracy": scores[MEAN]["cv"],
+        "lightgbm_accuracy": scores[LIGHTGBM]["cv"],
         "folds": k,
-        "clips": oof.height,
+        "clips": clean.height,
         "test_clips": 0 if test is None else test.height,
     }
-    stack_oof = pl.DataFrame(
-        {"fname": oof["fname"], **{c: stacked[:, i] for i, c in enumerate(labels)}}
-    )
+
+    def frame(fnames: pl.Series, probabilities: np.ndarray) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"fname": fnames, **{c: probabilities[:, i] for i, c in enumerate(labels)}}
+        )
+
+    stack_oof = frame(clean["fname"], chosen["cv"])
     out_dir = runs_dir / config.name
     with atomic_directory(out_dir) as folder:
         atomic_write_frame(folder / "oof.parquet", stack_oof)
-        if test is not None and test_stacked is not None:
+        if shifted is not None:
             atomic_write_frame(
-                folder / "test.parquet",
-                pl.DataFrame(
-                    {
-                        "fname": test["fname"],
-                        **{c: test_stacked[:, i] for i, c in enumerate(labels)},
-                    }
-                ),
+                folder / "oof_shifted.parquet", frame(clean["fname"], chosen["shifted"])
             )
+        if test is not None and chosen["test"] is not None:
+            atomic_write_frame(folder / "test.parquet", frame(test["fname"], chosen["test"]))
         for fold, (model, _) in enumerate(stackers):
             atomic_write_text(folder / f"stacker_fold{fold}.txt", model.booster_.model_to_string())
         atomic_write_json(
             folder / "stacker.json",
             {
-                "experiments": config.experiments,
+                "experiments": names,
                 "labels": labels,
                 "features": feature_columns,
+                "selected": selected,
                 "folds": [
                     {"file": f"stacker_fold{f}.txt", "classes": c}
                     for f, (_, c) in enumerate(stackers)
@@ -209,7 +287,7 @@ def run_stack(
             columns = report_columns or []
             write_report(
                 folder,
-                f"{runs_dir.name} / {config.name} over {', '.join(config.experiments)}",
+                f"{runs_dir.name} / {config.name} ({selected}) over {', '.join(names)}",
                 with_manifest(stack_oof, manifest, columns),
                 labels,
                 columns,
@@ -218,8 +296,9 @@ def run_stack(
 
 
 def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:
-    """Label probabilities ``(clips, labels)`` of the saved fold stackers (averaged) for
-    ``features``: a frame with the ``<experiment>:<label>`` columns the stack was fit on."""
+    """Label probabilities ``(clips, labels)`` of the stack's selected source for
+    ``features`` (a frame with the ``<experiment>:<label>`` columns the stack was fit on):
+    the saved fold stackers (averaged), the mean of the members, or one member."""
     import lightgbm
 
     spec_path = stack_dir / "stacker.json"
@@ -229,6 +308,11 @@ def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:
     missing = [c for c in spec["features"] if c not in features.columns]
     if missing:
         raise StackError(f"features {missing[:3]} missing for the stack in {stack_dir}")
+    selected = spec.get("selected", LIGHTGBM)
+    if selected == MEAN:
+        return mean_probabilities(features, spec["experiments"], spec["labels"])
+    if selected != LIGHTGBM:
+        return member_probabilities(features, selected, spec["labels"])
     matrix = features.select(spec["features"]).to_numpy()
     out = np.zeros((matrix.shape[0], len(spec["labels"])))
     for fold in spec["folds"]:

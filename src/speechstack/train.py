@@ -27,7 +27,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +44,31 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
-from speechstack.config import Config, save_config
+from speechstack.augment import build_waveform_augment, shifted_condition
+from speechstack.config import Config, ShiftedValidationConfig, TtaView, save_config
 from speechstack.data import (
     ClipDataset,
+    QuotaSampler,
+    SegmentSource,
     WaveformStore,
-    build_waveform_augment,
     make_loader,
 )
 from speechstack.distributed import Distributed
-from speechstack.folds import attach_folds, read_folds
+from speechstack.folds import attach_folds, read_folds, scored_rows
 from speechstack.models import ModelContext, create_model
 from speechstack.report import report_oof, with_manifest, write_report
-from speechstack.tasks import Task, create_task
+from speechstack.tasks import TEST_COLUMNS, Task, create_task
+from speechstack.tta import apply_view, views_or_identity
 
 log = logging.getLogger(__name__)
 
 # Settings that do not change what a run computes; ignored when checking that a finished
 # fold belongs to the same experiment.
 RESULT_NEUTRAL = {
-    ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"), ("predict",),
+    ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
+    ("predict", "batch_size"), ("predict", "num_workers"),
     ("runs_dir",), ("cache_dir",),
-    ("stack",), ("tune",),
+    ("stack",), ("pseudo",), ("solution",), ("tune",),
 }  # fmt: skip
 
 
@@ -162,50 +168,103 @@ def _saved_fingerprint(path: Path) -> str | None:
 
 
 class FoldData:
-    """Manifests, targets and stores for one fold."""
+    """Manifests, targets and the waveform store of one fold.
+
+    Validation: the scored clips of fold ``fold``. Training: the scored clips of the other
+    folds, the training-only clips (``scored`` false) of speakers outside fold ``fold``,
+    and the pseudo-labelled test clips of ``train.pseudo_labels`` (never validated)."""
 
     def __init__(self, config: Config, task: Task, fold: int, progress: bool) -> None:
-        manifest = attach_folds(
-            task.train_manifest(), read_folds(config.folds_file), config.folds_file
+        manifest = task.train_manifest()
+        folded = attach_folds(
+            scored_rows(manifest), read_folds(config.folds_file), config.folds_file
         )
-        if fold not in set(manifest["fold"].unique().to_list()):
+        if fold not in set(folded["fold"].unique().to_list()):
             raise ValueError(
                 f"fold {fold} is not in {config.folds_file} (folds.k={config.folds.k})"
             )
         self.classes = task.classes()
         self.labels = task.labels
         self.class_to_label = task.class_to_label()
-        unknown_targets = set(manifest["target"].unique()) - set(self.classes)
+        valid_groups = folded.filter(pl.col("fold") == fold)["group"].unique()
+        extra = manifest.join(folded.select("fname"), on="fname", how="anti")
+        extra = extra.filter(~pl.col("group").is_in(valid_groups.implode())).with_columns(
+            pl.lit(-1, dtype=pl.Int64).alias("fold")
+        )
+        pseudo = self._pseudo_rows(config)
+        self.train_only_clips, self.pseudo_clips = extra.height, pseudo.height
+        self.valid = folded.filter(pl.col("fold") == fold)
+        self.train = pl.concat(
+            [folded.filter(pl.col("fold") != fold), extra, pseudo], how="diagonal_relaxed"
+        )
+        unknown_targets = set(self.train["target"]) - set(self.classes)
         if unknown_targets:
             raise ValueError(f"targets outside the task's classes: {sorted(unknown_targets)}")
         index = {name: i for i, name in enumerate(self.classes)}
-        in_fold = manifest["fold"].to_numpy() == fold
-        self.train_rows, self.valid_rows = np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
-        self.train = manifest[self.train_rows.tolist()]
-        self.valid = manifest[self.valid_rows.tolist()]
         self.train_targets = self.train["target"].replace_strict(index).to_numpy()
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
         self.test = task.test_manifest()
-        # One store for the whole manifest: every fold (and experiment) reuses its cache file.
+        # One store for all of the task's clips (+ this round's pseudo-labelled ones), in a
+        # fixed order: every fold (and experiment) of a round reuses its cache file.
+        stored = pl.concat([manifest.select(TEST_COLUMNS), pseudo.select(TEST_COLUMNS)])
+        row_of = {name: row for row, name in enumerate(stored["fname"])}
+        self.train_rows = np.array([row_of[n] for n in self.train["fname"]], dtype=np.int64)
+        self.valid_rows = np.array([row_of[n] for n in self.valid["fname"]], dtype=np.int64)
         audio = config.audio
         self.store = WaveformStore.build(
-            manifest, audio.sample_rate, audio.max_samples, config.cache_dir, progress,
+            stored, audio.sample_rate, audio.max_samples, config.cache_dir, progress,
             variable_length=audio.variable_length,
         )  # fmt: skip
 
+    def _pseudo_rows(self, config: Config) -> pl.DataFrame:
+        """``train.pseudo_labels`` as manifest rows (fold -1: training side only); labels
+        that are no training class (``unknown`` when training on words) are left out."""
+        path = config.train.pseudo_labels
+        kept = pl.DataFrame(schema={"fname": pl.String, "path": pl.String, "label": pl.String})
+        if path is not None:
+            from speechstack.pseudo import read_pseudo_labels
+
+            pseudo = read_pseudo_labels(path, self.labels)
+            kept = pseudo.filter(pl.col("label").is_in(self.classes))
+            if kept.height < pseudo.height:
+                log.info("%s: %d pseudo labels are no training class; left out",
+                         path, pseudo.height - kept.height)  # fmt: skip
+        return kept.select(
+            pl.concat_str(pl.lit("pseudo:"), "fname").alias("fname"),
+            "path",
+            pl.lit(0.0).alias("start"),
+            pl.lit(None, dtype=pl.Float64).alias("duration"),
+            pl.lit(0.0).alias("gain_db"),
+            "label",
+            pl.col("label").alias("target"),
+            pl.lit("pseudo").alias("group"),
+            pl.lit(-1, dtype=pl.Int64).alias("fold"),
+        )
+
 
 def predict_probabilities(
-    model: nn.Module, loader: DataLoader, precision: Precision, progress: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    precision: Precision,
+    progress: bool = False,
+    views: Sequence[TtaView] = (),
+    sample_rate: int = 16000,
 ) -> np.ndarray:
     """Softmax class probabilities ``(clips, classes)`` for every clip of ``loader`` (an
-    evaluation ``ClipDataset`` loader: each clip's windows' probabilities are averaged)."""
+    evaluation ``ClipDataset`` loader: each clip's windows' probabilities are averaged),
+    averaged over the test-time ``views`` (``predict.tta``; none: the windows as they are)."""
     model.eval()
+    chosen = views_or_identity(views)
     outputs = []
     with torch.inference_mode():
         for windows, _, counts in tqdm(loader, desc="predict", disable=not progress, leave=False):
-            with precision.autocast():
-                logits = model(windows.to(precision.device, non_blocking=True))
-            probabilities = torch.softmax(logits.float(), dim=1).cpu()
+            windows = windows.to(precision.device, non_blocking=True)
+            probabilities = torch.zeros(())
+            for view in chosen:
+                with precision.autocast():
+                    logits = model(apply_view(windows, view, sample_rate))
+                probabilities = probabilities + torch.softmax(logits.float(), dim=1).cpu()
+            probabilities = probabilities / len(chosen)
             if windows.shape[0] != counts.shape[0]:  # some clips have several windows
                 clip_of_window = torch.repeat_interleave(torch.arange(counts.shape[0]), counts)
                 summed = torch.zeros(counts.shape[0], probabilities.shape[1])
@@ -278,6 +337,54 @@ def _evaluate(
     return loss, accuracy
 
 
+class FoldOutputs:
+    """Label-probability tables of a fold's best model: its OOF rows (clean and shifted)
+    and the test set, each averaged over the ``predict.tta`` views."""
+
+    def __init__(
+        self, network: nn.Module, precision: Precision, config: Config, data: FoldData
+    ) -> None:
+        self.network, self.precision, self.config, self.data = network, precision, config, data
+
+    def predict(self, dataset: ClipDataset, progress: bool = False) -> np.ndarray:
+        """Class probabilities ``(clips, classes)`` of an evaluation dataset."""
+        loader = make_loader(
+            dataset,
+            self.config.predict.batch_size,
+            shuffle=False,
+            num_workers=self.config.predict.num_workers,
+            seed=0,
+        )
+        return predict_probabilities(
+            self.network,
+            loader,
+            self.precision,
+            progress,
+            self.config.predict.tta,
+            self.config.audio.sample_rate,
+        )
+
+    def frame(self, manifest: pl.DataFrame, class_probabilities: np.ndarray) -> pl.DataFrame:
+        """``fname`` + one label-probability column per label."""
+        data = self.data
+        return probability_frame(
+            manifest["fname"], class_probabilities @ data.class_to_label, data.labels
+        )
+
+
+def _shifted_clip(
+    waveform: np.ndarray, key: str, *, sample_rate: int, config: ShiftedValidationConfig
+) -> np.ndarray:
+    """``shifted_condition`` as a picklable ``(waveform, fname)`` clip condition."""
+    return shifted_condition(waveform, sample_rate, config, key)
+
+
+def _label_accuracy(frame: pl.DataFrame, manifest: pl.DataFrame, labels: list[str]) -> float:
+    """Accuracy of a label-probability table against the manifest's labels (same rows)."""
+    predicted = np.asarray(labels)[frame.select(labels).to_numpy().argmax(axis=1)]
+    return float((predicted == manifest["label"].to_numpy()).mean())
+
+
 def train_fold(
     config: Config,
     fold: int,
@@ -311,7 +418,6 @@ def train_fold(
     task = create_task(config.task)
     data = FoldData(config, task, fold, progress)
 
-    augment = build_waveform_augment(config.augment, task.noise_files())
     audio = config.audio
     train_set = ClipDataset(
         data.train,
@@ -319,9 +425,12 @@ def train_fold(
         data.train_targets,
         store=data.store,
         store_rows=data.train_rows,
-        augment=augment,
         seed=seed,
         train=True,
+        segments=SegmentSource(audio.sample_rate) if config.train.fresh_segments else None,
+    )
+    train_set.augment = build_waveform_augment(
+        config.augment, task.noise_files(), mix_source=train_set.random_clip
     )
     valid_set = ClipDataset(
         data.valid,
@@ -330,6 +439,10 @@ def train_fold(
         store=data.store,
         store_rows=data.valid_rows,
     )
+    shard = (distributed.rank, distributed.world_size) if distributed.enabled else None
+    sampler = None
+    if config.train.label_quota:
+        sampler = QuotaSampler(data.train["label"].to_list(), config.train.label_quota, seed, shard)
     train_loader = make_loader(
         train_set,
         config.train.batch_size,
@@ -337,7 +450,8 @@ def train_fold(
         num_workers=config.train.num_workers,
         seed=seed,
         drop_last=len(train_set) > config.train.batch_size * distributed.world_size,
-        shard=(distributed.rank, distributed.world_size) if distributed.enabled else None,
+        shard=shard,
+        sampler=sampler,
     )
     valid_loader = make_loader(
         valid_set,
@@ -369,7 +483,7 @@ def train_fold(
     best: dict[str, Any] = {"accuracy": -1.0, "loss": math.inf}
     for epoch in range(config.train.epochs):
         epoch_start = time.perf_counter()
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if isinstance(train_loader.sampler, DistributedSampler | QuotaSampler):
             train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(
             model,
@@ -414,25 +528,32 @@ def train_fold(
     train_seconds = time.perf_counter() - started
 
     network.load_state_dict(best["state"])
-    oof = probability_frame(
-        data.valid["fname"], best["probabilities"] @ data.class_to_label, data.labels
+    views = config.predict.tta
+    outputs = FoldOutputs(network, precision, config, data)
+    oof = outputs.frame(
+        data.valid, best["probabilities"] if not views else outputs.predict(valid_set)
     )
+    oof_shifted = None
+    shifted = config.predict.shifted_validation
+    if shifted.enabled:
+        condition = partial(_shifted_clip, sample_rate=audio.sample_rate, config=shifted)
+        oof_shifted = outputs.frame(
+            data.valid,
+            outputs.predict(
+                ClipDataset(
+                    data.valid,
+                    audio,
+                    store=data.store,
+                    store_rows=data.valid_rows,
+                    condition=condition,
+                )
+            ),
+        )
     test = None
     test_seconds = 0.0
     if predict_test and data.test is not None and distributed.is_main:
         test_start = time.perf_counter()
-        test_set = ClipDataset(data.test, audio)
-        test_loader = make_loader(
-            test_set,
-            config.predict.batch_size,
-            shuffle=False,
-            num_workers=config.predict.num_workers,
-            seed=seed,
-        )
-        test_probabilities = predict_probabilities(network, test_loader, precision, progress)
-        test = probability_frame(
-            data.test["fname"], test_probabilities @ data.class_to_label, data.labels
-        )
+        test = outputs.frame(data.test, outputs.predict(ClipDataset(data.test, audio), progress))
         test_seconds = time.perf_counter() - test_start
 
     metrics = {
@@ -443,6 +564,13 @@ def train_fold(
         "val_loss": best["loss"],
         "epochs": config.train.epochs,
         "train_clips": len(train_set),
+        "train_only_clips": data.train_only_clips,
+        "pseudo_clips": data.pseudo_clips,
+        "clips_per_epoch": len(sampler) if sampler is not None else len(train_set),
+        "val_accuracy_tta": _label_accuracy(oof, data.valid, data.labels),
+        "val_accuracy_shifted": (
+            None if oof_shifted is None else _label_accuracy(oof_shifted, data.valid, data.labels)
+        ),
         "valid_clips": len(valid_set),
         "test_clips": 0 if test is None else test.height,
         "train_seconds": round(train_seconds, 2),
@@ -464,6 +592,8 @@ def train_fold(
                 folder / "model.pt",
             )
             atomic_write_frame(folder / "oof.parquet", oof)
+            if oof_shifted is not None:
+                atomic_write_frame(folder / "oof_shifted.parquet", oof_shifted)
             if test is not None:
                 atomic_write_frame(folder / "test.parquet", test)
             atomic_write_frame(folder / "history.csv", pl.DataFrame(history))

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from speechstack.augment import build_waveform_augment
 from speechstack.bench.report import Check, Stage, interleaved, number, rate, summary
 from speechstack.config import Config, FeatureConfig, load_config
-from speechstack.data import ClipDataset, WaveformStore, build_waveform_augment, make_loader
+from speechstack.data import ClipDataset, SegmentSource, WaveformStore, make_loader
 from speechstack.features import AMIN, LogMel, frame_count
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import Task, create_task
@@ -98,19 +99,21 @@ class Setup:
         total = self.manifest.height
         rows = np.arange(total if clips is None else min(clips, total))
         audio = self.config.audio
-        transform = None
-        if augment:
-            transform = build_waveform_augment(self.config.augment, self.task.noise_files())
-        return ClipDataset(
+        dataset = ClipDataset(
             self.manifest[rows.tolist()],
             audio,
             self.targets[rows],
             store=self.store,
             store_rows=rows,
-            augment=transform,
             seed=self.config.train.seed,
             train=True,
+            segments=SegmentSource(audio.sample_rate) if self.config.train.fresh_segments else None,
         )
+        if augment:
+            dataset.augment = build_waveform_augment(
+                self.config.augment, self.task.noise_files(), mix_source=dataset.random_clip
+            )
+        return dataset
 
     def train_loader(self, clips: int | None = None, augment: bool = True) -> DataLoader:
         """The training loader of ``train_fold``: shuffled, seeded, the default workers."""
@@ -343,21 +346,25 @@ def transform_costs(setup: Setup, clips: int) -> dict[str, float]:
     import copy
     import random
 
-    augment = build_waveform_augment(setup.config.augment, setup.task.noise_files())
-    if augment is None:
-        return {}
     rows = min(clips, len(setup.store))
     waveforms = np.array(setup.store.waveforms[:rows], dtype=np.float32)
+    augment = build_waveform_augment(
+        setup.config.augment,
+        setup.task.noise_files(),
+        mix_source=lambda: waveforms[random.randrange(rows)],
+    )
+    if augment is None:
+        return {}
     random.seed(0)
     costs = {}
-    for transform in augment.transforms:
+    for name, transform in augment.transforms:
         transform = copy.copy(transform)
         transform.p = 1.0
         transform(waveforms[0], setup.config.audio.sample_rate)  # decode noise files etc.
         start = time.perf_counter()
         for waveform in waveforms:
             transform(waveform, setup.config.audio.sample_rate)
-        costs[type(transform).__name__] = (time.perf_counter() - start) / rows * 1e6
+        costs[name] = (time.perf_counter() - start) / rows * 1e6
     return costs
 
 

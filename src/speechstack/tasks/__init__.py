@@ -14,6 +14,10 @@ target     the class the model is trained on (= label, or a finer class)
 group      who spoke it (speaker/actor); folds never split a group
 =========  ===================================================================
 
+An optional boolean ``scored`` column marks the clips that are folded, validated and
+stacked; clips with ``scored`` false only train (every fold whose validation side does not
+hold their group), so a task can use every clip without skewing the CV's label mix.
+
 The test manifest has ``fname``, ``path``, ``start``, ``duration``, ``gain_db``.
 """
 
@@ -81,6 +85,11 @@ class Task(ABC):
 
     def solution(self) -> Path | None:
         """An answer key for the test set (demo data only), to score a submission."""
+        return None
+
+    def conditions(self) -> Path | None:
+        """What each test clip holds (demo data only: voice, SNR, room, channel, word
+        kind), to break the test accuracy down by condition."""
         return None
 
     def report_columns(self) -> list[str]:

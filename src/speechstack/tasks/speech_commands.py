@@ -9,9 +9,11 @@
     <data_dir>/sample_submission.csv                         (Kaggle only)
 
 Twelve labels are scored: ten commands, ``silence`` and ``unknown`` (every other word).
-Silence clips are cut from the background-noise files at random offsets and levels; the
-noise file is their group, so clips of one file stay in one fold. Unknown words may be
-subsampled. With ``label_mode: words`` the model learns every word (31 classes on v0.01,
+Silence clips are cut from the background-noise files at random offsets (training draws
+a fresh offset every epoch); the noise file is their group, so clips of one file stay in
+one fold. Every unknown-word clip is kept: ``unknown_ratio`` x the mean command count of
+them are scored (folded, validated), the rest train every fold whose validation side does
+not hold their speaker. With ``label_mode: words`` the model learns every word (31 classes on v0.01,
 36 on v0.02) and the word probabilities are summed into the 12 labels at prediction time.
 """
 
@@ -44,12 +46,11 @@ CLIP_NAME = re.compile(r"^(?P<speaker>[0-9A-Za-z]+)_nohash_(?P<index>\d+)\.wav$"
 
 class SpeechCommandsParams(Strict):
     label_mode: Literal["labels", "words"] = "labels"  # train on 12 labels or on every word
-    unknown_ratio: float | None = Field(1.0, gt=0)  # unknown clips kept = ratio x mean
-    #   clips per command word (None keeps all unknown clips)
+    unknown_ratio: float | None = Field(1.0, gt=0)  # unknown clips *scored* (in the folds,
+    #   validated, stacked) = ratio x mean clips per command word; the others are kept as
+    #   training-only clips (None: every unknown clip is scored)
     silence_clips: int | None = Field(None, ge=0)  # None = mean clips per command word
-    silence_min_gain_db: float = -40.0  # silence clips are noise scaled by a random gain
-    silence_max_gain_db: float = 0.0
-    seed: int = 0  # for unknown subsampling and silence offsets
+    seed: int = 0  # for choosing the scored unknown clips and the silence offsets
 
 
 @TASKS.register("speech_commands")
@@ -72,8 +73,6 @@ class SpeechCommands(Task):
         )
         if not self._words:
             raise DatasetError(f"{self.audio_dir}: no word folders found")
-        if params.silence_min_gain_db > params.silence_max_gain_db:
-            raise DatasetError("silence_min_gain_db must be <= silence_max_gain_db")
 
     @property
     def labels(self) -> list[str]:
@@ -101,6 +100,10 @@ class SpeechCommands(Task):
 
     def solution(self) -> Path | None:
         path = self.data_dir / "demo_solution.csv"
+        return path if path.is_file() else None
+
+    def conditions(self) -> Path | None:
+        path = self.data_dir / "demo_conditions.csv"
         return path if path.is_file() else None
 
     def _official_splits(self) -> dict[str, str]:
@@ -140,16 +143,20 @@ class SpeechCommands(Task):
             pl.col("fname").replace_strict(splits, default="train").alias("official_split")
         )
 
-    def _subsample_unknown(self, clips: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    def _mark_scored(self, clips: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+        """Add ``scored``: every clip but the unknown ones beyond ``unknown_ratio`` x the mean
+        command count (a seeded choice). Unscored clips are never validated, so the CV mix
+        of labels stays near the test's, but every fold trains on them (see ``scored`` in
+        ``speechstack.tasks``)."""
         ratio = self.params.unknown_ratio
-        if ratio is None:
-            return clips
-        per_command = _mean_command_count(clips)
-        unknown = clips.filter(pl.col("label") == "unknown")
-        keep = min(unknown.height, round(ratio * per_command))
-        chosen = np.sort(rng.choice(unknown.height, size=keep, replace=False))
-        kept = unknown[chosen.tolist()]
-        return pl.concat([clips.filter(pl.col("label") != "unknown"), kept])
+        unknown = (clips["label"] == "unknown").to_numpy()
+        scored = np.ones(clips.height, dtype=bool)
+        if ratio is not None:
+            keep = min(int(unknown.sum()), round(ratio * _mean_command_count(clips)))
+            rows = np.flatnonzero(unknown)
+            scored[rows] = False
+            scored[np.sort(rng.choice(rows, size=keep, replace=False))] = True
+        return clips.with_columns(pl.Series("scored", scored))
 
     def _silence_clips(self, count: int, rng: np.random.Generator) -> pl.DataFrame:
         rows: dict[str, list] = {c: [] for c in [*MANIFEST_COLUMNS, "word", "speaker"]}
@@ -163,7 +170,6 @@ class SpeechCommands(Task):
         usable = [(path, length) for path, length in zip(files, lengths, strict=True) if length > 1]
         if count and not usable:
             raise DatasetError(f"{self.audio_dir / NOISE_FOLDER}: every noise file is <= 1 s long")
-        params = self.params
         per_file = np.bincount(np.arange(count) % max(len(usable), 1), minlength=len(usable))
         for (path, length), n in zip(usable, per_file, strict=True):
             positions = int((length - 1.0) * 1000) + 1  # 1 ms grid of start offsets
@@ -172,24 +178,27 @@ class SpeechCommands(Task):
                     f"{path}: too short for {n} distinct 1 s silence clips; lower silence_clips"
                 )
             starts = np.sort(rng.choice(positions, size=n, replace=False)) / 1000
-            gains = rng.uniform(params.silence_min_gain_db, params.silence_max_gain_db, size=n)
-            for start, gain in zip(starts.tolist(), gains.round(2).tolist(), strict=True):
+            for start in starts.tolist():
                 rows["fname"].append(f"{NOISE_FOLDER}/{path.name}@{start:.3f}")
                 rows["path"].append(str(path.resolve()))
                 rows["start"].append(start)
                 rows["duration"].append(1.0)
-                rows["gain_db"].append(gain)
+                rows["gain_db"].append(0.0)
                 rows["label"].append("silence")
                 rows["target"].append("silence")
                 rows["group"].append(f"noise:{path.stem}")
                 rows["word"].append("silence")
                 rows["speaker"].append(f"noise:{path.stem}")
         frame = manifest_frame(rows, MANIFEST_COLUMNS)
-        return frame.with_columns(pl.lit("train").alias("official_split"))
+        return frame.with_columns(
+            pl.lit("train").alias("official_split"), pl.lit(True).alias("scored")
+        )
 
     def train_manifest(self) -> pl.DataFrame:
-        rng = np.random.default_rng(self.params.seed)
-        clips = self._subsample_unknown(self._word_clips(), rng)
+        # one stream each, so the silence offsets do not depend on the unknown choice
+        seed = self.params.seed
+        clips = self._mark_scored(self._word_clips(), np.random.default_rng([seed, 0]))
+        rng = np.random.default_rng([seed, 1])
         silence_count = self.params.silence_clips
         if silence_count is None:
             silence_count = round(_mean_command_count(clips))
