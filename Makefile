@@ -24,6 +24,8 @@ WORKERS     ?= 1
 STORAGE     ?=
 PORT        ?= 8080
 BENCH_ARGS  ?=
+NO_TTA      ?=
+PRESET      ?= cpu
 PYTHON      ?= python3
 
 space  := $(subst ,, )
@@ -39,13 +41,15 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit demo test test-all lint clean tune best-config dashboard dashboard-screenshot
+.PHONY: solution help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit pseudo demo test test-all lint clean tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=$(TASK) (speech_commands ravdess crema_d sentiment) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA)"
 	@echo "             EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1 SPEAKERS= (demo size)"
-	@echo "  predict:   AUDIO=dir SOURCE= (default the stack) OUT=file.csv ANSWERS=path,label.csv"
+	@echo "  predict:   AUDIO=dir SOURCE= (default the stack) OUT=file.csv ANSWERS=path,label.csv NO_TTA=1"
+	@echo "  solution:  PRESET=cpu|gpu (configs/TASK/solution-PRESET.yaml) DATA= SET="
+	@echo "  pseudo:    SOURCE= (default the stack) SET='pseudo.threshold=0.95 pseudo.round=2 pseudo.max_share=0.5'"
 	@echo "  tuning:    TRIALS= (default tune.trials) WORKERS=$(WORKERS) STORAGE=postgresql://... PORT=$(PORT)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -77,7 +81,7 @@ report: $(STAMP) ## report.md + confusion.png for EXPERIMENTS (default every run
 	$(CLI) report $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO, from SOURCE (default the stack)
-	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS))
+	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta)
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)
@@ -94,6 +98,13 @@ submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the s
 
 submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; DRY_RUN=1 prints it
 	$(CLI) submit $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)") $(if $(DRY_RUN),--dry-run)
+
+pseudo: $(STAMP) ## confident test clips of SOURCE (default the stack) -> runs/<task>/pseudo/round<r>.csv for the next round
+	$(CLI) pseudo $(COMMON) $(if $(SOURCE),--set pseudo.source=$(SOURCE))
+
+solution: $(STAMP) ## the recipe in one command (configs/TASK/solution-PRESET.yaml, PRESET=cpu|gpu): families, pseudo round, stack, submission
+	$(MAKE) --no-print-directory data-demo
+	$(CLI) solution --config configs/$(TASK)/solution-$(PRESET).yaml --data $(DATA) $(foreach s,$(SET),--set $(s))
 
 # The Kaggle task ends with a submission; the others predict their demo's unseen speakers.
 ifeq ($(TASK),speech_commands)

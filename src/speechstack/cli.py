@@ -10,6 +10,8 @@
     speechstack submit      [--file F] [--message M] [--dry-run]
     speechstack report      --config ... [--experiments a,b]     report.md + confusion.png
     speechstack predict     --config ... --audio DIR [--source S]  CSV: label + probabilities
+    speechstack pseudo      --config ... [--set pseudo.threshold=0.95]  confident test clips
+    speechstack solution    --config configs/speech_commands/solution-cpu.yaml [--data DIR]
     speechstack tune        --config ... [--trials N] [--workers W] [--storage URL]
     speechstack tune        --config ... --export                best trial -> <exp>-best.yaml
     speechstack dashboard   --config ... [--port 8080]           optuna-dashboard on loopback
@@ -188,6 +190,7 @@ def cmd_submission(args: argparse.Namespace) -> None:
     import polars as pl
 
     from speechstack.submission import (
+        accuracy_by_condition,
         predictions_to_submission,
         score_submission,
         write_submission,
@@ -200,11 +203,16 @@ def cmd_submission(args: argparse.Namespace) -> None:
     source_dir = config.task_runs_dir / source
     test_path = source_dir / "test.parquet"
     metrics_path = source_dir / "metrics.json"
-    if source == config.stack.name:
+    if (source_dir / "stacker.json").is_file() or source == config.stack.name:
         if not test_path.is_file():
             raise FileNotFoundError(f"{test_path} not found; run `make stack` first")
-        score = json.loads(metrics_path.read_text())["stack_accuracy"]
+        metrics = json.loads(metrics_path.read_text())
+        score = metrics["stack_accuracy"]
         probabilities = pl.read_parquet(test_path)
+        if "selected" in metrics:
+            print(
+                f"stack {source!r} submits its {metrics['selected']!r} source ({metrics['reason']})"
+            )
     else:  # a single experiment: average its fold models
         from speechstack.folds import read_folds
         from speechstack.stack import collect_oof, collect_test
@@ -232,12 +240,30 @@ def cmd_submission(args: argparse.Namespace) -> None:
         task.sample_submission(),
     )
     print(f"wrote {path} ({submission.height} rows, CV accuracy {score:.4f})")
+    from speechstack.folds import read_folds
+    from speechstack.submission import share_warnings
+
+    for warning in share_warnings(
+        submission["label"], read_folds(config.folds_file)["label"], task.labels
+    ):
+        print(f"warning: {warning}", file=sys.stderr)
     solution = task.solution()
     if solution is not None:
         print(
             f"demo test-set accuracy (unseen speakers, from {solution.name}): "
             f"{score_submission(submission, solution):.4f}"
         )
+    conditions = task.conditions()
+    if conditions is not None:
+        _print_conditions(accuracy_by_condition(submission, conditions))
+
+
+def _print_conditions(table: dict[str, list[tuple[str, float, int]]]) -> None:
+    """The test accuracy by condition, one line per condition column."""
+    print("demo test accuracy by condition (accuracy/clips):")
+    for column, rows in table.items():
+        cells = "  ".join(f"{value}: {accuracy:.3f}/{clips}" for value, accuracy, clips in rows)
+        print(f"  {column:<9} {cells}")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -261,7 +287,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     names = (
         [e for e in args.experiments.split(",") if e]
         if args.experiments
-        else sorted(p.name for p in config.task_runs_dir.glob("*") if p.is_dir())
+        else sorted(
+            p.name for p in config.task_runs_dir.glob("*") if p.is_dir() and p.name != "pseudo"
+        )
     )
     if not names:
         raise FileNotFoundError(f"{config.task_runs_dir}: no runs to report on")
@@ -291,7 +319,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     labels = create_task(config.task).labels
     source = args.source or config.stack.name
     audio = Path(args.audio)
-    predictions = predict_folder(config, audio, source, labels)
+    predictions = predict_folder(config, audio, source, labels, tta=not args.no_tta)
     out = (
         Path(args.out)
         if args.out
@@ -304,6 +332,117 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.answers:
         accuracy, scored = score_predictions(predictions, Path(args.answers))
         print(f"accuracy against {args.answers}: {accuracy:.4f} ({scored} files)")
+
+
+def cmd_pseudo(args: argparse.Namespace) -> None:
+    import re
+
+    import polars as pl
+
+    from speechstack.pseudo import (
+        choose_confident,
+        class_counts,
+        pseudo_labels_path,
+        pseudo_source,
+        source_predictions,
+        write_pseudo_labels,
+    )
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    task = create_task(config.task)
+    pseudo = config.pseudo
+    predictions = source_predictions(config, task)
+    chosen = choose_confident(predictions, pseudo)
+    confident = predictions.filter(pl.col("confidence") >= pseudo.threshold)
+    agreeing = confident.filter(pl.col("agree")) if pseudo.agreement else confident
+    print(
+        f"source {pseudo_source(config)!r}: {predictions.height} test clips; "
+        f"{confident.height} with top probability >= {pseudo.threshold:g}"
+        + (f", {agreeing.height} of them agreed" if pseudo.agreement else "")
+        + f"; kept {chosen.height} (max_share {pseudo.max_share:g})"
+    )
+    shares = class_counts(predictions, task.labels)
+    added = class_counts(chosen, task.labels)
+    rows = [
+        (label, test, share, clips, "-" if confidence is None else confidence)
+        for (label, test, share), (_, clips, _, confidence) in zip(
+            shares.select("label", "clips", "share").rows(), added.rows(), strict=True
+        )
+    ]
+    overall = chosen["confidence"].mean() if chosen.height else None
+    rows.append(("all", predictions.height, 1.0, chosen.height, overall or "-"))
+    headers = ["label", "test predicted", "test share", "clips added", "mean confidence"]
+    print(format_table(headers, rows))
+    if chosen.is_empty():
+        raise ValueError(
+            "no test clip qualifies: lower pseudo.threshold"
+            + (" or set pseudo.agreement=false" if pseudo.agreement else "")
+            + " (nothing written)"
+        )
+    path = write_pseudo_labels(chosen, pseudo_labels_path(config))
+    print(f"wrote {path} ({chosen.height} clips, round {pseudo.round})")
+    data = f" DATA={args.data}" if args.data else ""
+
+    def next_round(name: str) -> str:  # cnn -> cnn-r1; cnn-r1 -> cnn-r2
+        return f"{re.sub(r'-r[0-9]+$', '', name)}-r{pseudo.round}"
+
+    experiment = next_round(config.experiment)
+    print(
+        "next: train on the training folds plus these clips (never validated on), e.g.\n"
+        f'  make train CONFIG={args.config}{data} SET="train.pseudo_labels={path}" '
+        f"EXP={experiment}"
+    )
+    run = config.task_runs_dir / pseudo_source(config)
+    if (run / "stacker.json").is_file():
+        members = json.loads((run / "stacker.json").read_text()).get("experiments", [])
+        renamed = ",".join(next_round(m) for m in members)
+        print(
+            f"  likewise for each stack member ({', '.join(members)}), then\n"
+            f'  make stack{data} EXPERIMENTS={renamed} SET="stack.name={next_round(run.name)}"'
+        )
+
+
+def cmd_solution(args: argparse.Namespace) -> None:
+    from speechstack.solution import run_solution
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"task.data_dir={args.data}")
+    recipe = load_config(args.config, overrides)
+    name = Path(args.data).resolve().name if args.data else None
+    if recipe.task.dataset is None and name and name != recipe.task.name:
+        # runs and folds are named after a data folder of another name, so the demo and
+        # another corpus never share (and refuse) each other's folds and runs
+        overrides.append(f"task.dataset={name}")
+        recipe = load_config(args.config, overrides)
+    report = run_solution(recipe, Path(args.config), overrides)
+    rows = [
+        (
+            row.source,
+            row.round,
+            "-" if row.cv is None else row.cv,
+            "-" if row.shifted is None else row.shifted,
+            "-" if row.test is None else row.test,
+        )
+        for row in report.rows
+    ]
+    print(format_table(["source", "round", "CV", "shifted OOF", "test"], rows))
+    for added in report.rounds:
+        per_label = " ".join(f"{k}={v}" for k, v in added["per_label"].items() if v)
+        source = added["from"]
+        print(f"pseudo round {added['round']}: {added['clips']} test clips from {source}")
+        print(f"  per label: {per_label}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if report.submission:
+        line = f"submission {report.submission} from {report.submitted_source}"
+        if report.test_accuracy is not None:
+            line += f"; demo test accuracy {report.test_accuracy:.4f}"
+        print(line)
+    if report.conditions:
+        _print_conditions(report.conditions)
+    print(f"solution finished in {report.seconds:.0f} s (runs/{report.dataset}/solution.json)")
 
 
 def _tune_source(args: argparse.Namespace) -> str:
@@ -425,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--speakers", type=int, help="train speakers/actors (default: the task's demo size)"
     )
     synth.add_argument("--test-speakers", type=int, default=16, help="speech_commands only")
-    synth.add_argument("--test-clips", type=int, default=600, help="speech_commands only")
+    synth.add_argument("--test-clips", type=int, default=1000, help="speech_commands only")
     synth.add_argument("--noise-seconds", type=float, default=40.0, help="speech_commands only")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--force", action="store_true", help="replace an existing folder")
@@ -470,6 +609,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--source", help="the stack (default stack.name) or an experiment")
     predict.add_argument("--out", help="CSV (default runs/<task>/<source>/predictions/<dir>.csv)")
     predict.add_argument("--answers", help="CSV of path,label to score the predictions")
+    predict.add_argument(
+        "--no-tta", action="store_true", help="no test-time views (predict.tta), to compare"
+    )
+
+    pseudo = verb("pseudo", cmd_pseudo, "pseudo-label confident test clips for the next round")
+    _add_config_arguments(pseudo)
+
+    solution = verb(
+        "solution", cmd_solution, "the whole recipe: families, pseudo rounds, stack, submission"
+    )
+    _add_config_arguments(solution)
 
     tune = verb("tune", cmd_tune, "Optuna study <task>-<experiment> over the config's tune.space")
     _add_config_arguments(tune)

@@ -3,6 +3,7 @@ Kaggle CLI upload."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -26,6 +27,25 @@ def predictions_to_submission(probabilities: pl.DataFrame, labels: list[str]) ->
     matrix = probabilities.select(labels).to_numpy()
     chosen = np.asarray(labels)[matrix.argmax(axis=1)]
     return pl.DataFrame({"fname": probabilities["fname"], "label": chosen})
+
+
+def share_warnings(
+    predicted: pl.Series, training: pl.Series, labels: list[str], factor: float = 2.0
+) -> list[str]:
+    """One line per label predicted on the test set at more than ``factor`` times its share
+    of the training labels: the usual sign of a model (or stacker) that mistakes the test's
+    noise or speakers for a class (``silence`` or ``unknown``)."""
+    warnings = []
+    for label in labels:
+        test_share = float((predicted == label).mean()) if len(predicted) else 0.0
+        train_share = float((training == label).mean()) if len(training) else 0.0
+        if test_share > factor * train_share and test_share > 0:
+            warnings.append(
+                f"'{label}' is predicted for {test_share:.1%} of the test clips, "
+                f"{test_share / train_share if train_share else float('inf'):.1f}x its "
+                f"{train_share:.1%} share of the training labels"
+            )
+    return warnings
 
 
 def validate_submission(
@@ -88,6 +108,50 @@ def score_submission(submission: pl.DataFrame, solution: Path) -> float:
     truth = pl.read_csv(solution, schema_overrides={"fname": pl.String})
     joined = truth.join(submission, on="fname", how="left", suffix="_predicted")
     return float((joined["label"] == joined["label_predicted"]).fill_null(False).mean())  # type: ignore[arg-type]
+
+
+CONDITION_BANDS = {"snr_db": [5.0, 10.0, 20.0], "rt60_s": [0.5], "peak_dbfs": [-30.0, -15.0]}
+
+
+def accuracy_by_condition(
+    submission: pl.DataFrame, conditions: Path, columns: list[str] | None = None
+) -> dict[str, list[tuple[str, float, int]]]:
+    """Accuracy per value of each condition column of ``conditions`` (the demo's
+    ``demo_conditions.csv``: word kind, voice, SNR, room, channel, level): ``column ->
+    [(value, accuracy, clips)]``. Numeric columns are cut into the bands of
+    ``CONDITION_BANDS``; an empty cell is ``-`` (silence has no SNR, a dry clip no room)."""
+    table = pl.read_csv(conditions, infer_schema_length=None).join(
+        submission.select("fname", pl.col("label").alias("predicted")), on="fname", how="inner"
+    )
+    correct = (table["label"] == table["predicted"]).to_numpy()
+    wanted = columns or [c for c in ("kind", "voice", "snr_db", "rt60_s", "channel", "peak_dbfs")
+                         if c in table.columns]  # fmt: skip
+    out: dict[str, list[tuple[str, float, int]]] = {}
+    for column in wanted:
+        values = table[column]
+        if column in CONDITION_BANDS and values.dtype.is_numeric():
+            edges = CONDITION_BANDS[column]
+            names = (
+                [f"< {edges[0]:g}"]
+                + [f"{low:g} to {high:g}" for low, high in itertools.pairwise(edges)]
+                + [f">= {edges[-1]:g}"]
+            )
+            numbers = values.to_numpy()
+            bands = np.where(
+                values.is_null().to_numpy(),
+                "-",
+                np.asarray(names)[np.searchsorted(edges, numbers, side="right")],
+            )
+            order = ["-", *names]
+        else:
+            bands = values.cast(pl.String).fill_null("-").to_numpy()
+            order = sorted(set(bands.tolist()))
+        rows = []
+        for value in [name for name in order if name in set(bands.tolist())]:
+            chosen = bands == value
+            rows.append((str(value), float(correct[chosen].mean()), int(chosen.sum())))
+        out[column] = rows
+    return out
 
 
 def latest_submission(directory: Path) -> Path:
