@@ -74,7 +74,7 @@ train-fold: $(STAMP) ## train fold FOLD of MODEL: runs/<task>/<experiment>/fold<
 train: $(STAMP) ## train every fold of MODEL (finished folds skipped; on a CPU several at once)
 	$(TRAIN) train $(COMMON)
 
-stack: $(STAMP) ## LightGBM stack over EXPERIMENTS (default: stack.experiments in the config)
+stack: $(STAMP) ## stack EXPERIMENTS (default stack.experiments): LightGBM, their mean and each one scored on the shifted OOF rows; the best is kept
 	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 report: $(STAMP) ## report.md + confusion.png for EXPERIMENTS (default every run of TASK) and the stack
@@ -93,8 +93,8 @@ bench-models: $(STAMP) ## train every family in FAMILIES on all folds of the dem
 	$(CLI) leaderboard $(COMMON)
 	$(CLI) stack $(COMMON) --experiments $(subst $(space),$(comma),$(strip $(FAMILIES)))
 
-submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack
-	$(CLI) submission $(COMMON)
+submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack's kept source (or SOURCE=)
+	$(CLI) submission $(COMMON) $(if $(SOURCE),--source $(SOURCE))
 
 submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; DRY_RUN=1 prints it
 	$(CLI) submit $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)") $(if $(DRY_RUN),--dry-run)

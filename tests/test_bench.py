@@ -130,11 +130,12 @@ def test_loader_overhead_and_inference_stages(setup: Setup) -> None:
     }  # fmt: skip
 
     overhead = bench_train_overhead(setup, rounds=1, max_batches=2)
-    assert_stage(overhead, ["overhead of the full loop"])
+    assert_stage(overhead, ["loop overhead beyond the step and the loader"])
     per_batch = overhead.measured["seconds_per_batch"]
     assert overhead.measured["batches"] == 2
+    assert overhead.measured["overhead"] == pytest.approx(per_batch["full"] / per_batch["bare"] - 1)
     assert overhead.checks[0].value == pytest.approx(
-        (per_batch["full"] / per_batch["bare"] - 1) * 100
+        (per_batch["full"] / (per_batch["bare"] + per_batch["loader"]) - 1) * 100
     )
 
     inference = bench_inference(setup, rounds=1, max_clips=8, devices=[torch.device("cpu")])

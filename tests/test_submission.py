@@ -351,3 +351,42 @@ def test_a_failing_cli_is_an_error_with_its_exit_code(
     with pytest.raises(SubmissionError, match="exit code 3"):
         submit(submission_file, "msg")
     assert record.exists()
+
+
+# ---------------------------------------------------------------- shares and conditions
+
+
+def test_share_warnings_flag_labels_predicted_far_above_their_training_share() -> None:
+    from speechstack.submission import share_warnings
+
+    labels = ["yes", "silence", "unknown"]
+    training = pl.Series(["yes"] * 80 + ["silence"] * 10 + ["unknown"] * 10)
+    predicted = pl.Series(["yes"] * 50 + ["silence"] * 35 + ["unknown"] * 15)
+    (warning,) = share_warnings(predicted, training, labels)
+    assert warning.startswith("'silence' is predicted for 35.0% of the test clips, 3.5x")
+    assert share_warnings(training, training, labels) == []
+
+
+def test_accuracy_by_condition_bands_numbers_and_keeps_blanks(tmp_path: Path) -> None:
+    from speechstack.submission import accuracy_by_condition
+
+    conditions = tmp_path / "demo_conditions.csv"
+    conditions.write_text(
+        "fname,label,kind,snr_db,channel\n"
+        "a.wav,yes,command,2.0,telephone\n"
+        "b.wav,no,command,15.0,\n"
+        "c.wav,silence,silence,,\n"
+        "d.wav,unknown,absent,25.0,low-pass\n"
+    )
+    submission = pl.DataFrame(
+        {"fname": ["a.wav", "b.wav", "c.wav", "d.wav"], "label": ["yes", "yes", "silence", "no"]}
+    )
+    table = accuracy_by_condition(submission, conditions)
+    assert table["kind"] == [("absent", 0.0, 1), ("command", 0.5, 2), ("silence", 1.0, 1)]
+    assert table["snr_db"] == [
+        ("-", 1.0, 1),
+        ("< 5", 1.0, 1),
+        ("10 to 20", 0.0, 1),
+        (">= 20", 0.0, 1),
+    ]
+    assert table["channel"] == [("-", 0.5, 2), ("low-pass", 0.0, 1), ("telephone", 1.0, 1)]

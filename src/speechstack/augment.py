@@ -95,7 +95,7 @@ class BackgroundNoise:
     parameters, the same draws from ``random`` in the same order, and the same mix, but each
     noise file is decoded once per process (on first use; ~25 MB for Kaggle's six files) and
     segments are sliced in memory, instead of a file open, seek and read on every call (that
-    was ~90% of the loader's time).
+    was most of the loader's time).
 
     Called as ``transform(samples (samples,) float32, sample_rate) -> samples``.
     """
@@ -308,7 +308,7 @@ def draw_room(
 
 def _fft_size(count: int) -> int:
     """The smallest 2**k x (1, 5/4, 3/2 or 7/4) >= ``count``: mostly-radix-2 sizes, which
-    pocketfft transforms ~20% faster than the 5-smooth ones ``next_fast_len`` returns."""
+    pocketfft transforms faster than the 5-smooth ones ``next_fast_len`` returns."""
     power = 1 << max(0, (count - 1).bit_length() - 4)  # 8 x power <= count <= 16 x power
     return min(size for size in (8, 10, 12, 14, 16) if size * power >= count) * power
 
