@@ -140,7 +140,7 @@ def test_folds_train_stack_submission(
     run("submission", *common)
     out = capsys.readouterr().out
     assert "demo test-set accuracy" in out
-    assert f"submits its '{stack_metrics['selected']}' source" in out and "why: best" in out
+    assert f"submits its '{stack_metrics['selected']}' source (best shifted OOF" in out
     assert "demo test accuracy by condition" in out and "snr_db" in out
     files = list((workdir / "submissions").glob("speech_commands-*-cv*.csv"))
     assert len(files) == 1

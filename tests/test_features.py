@@ -155,6 +155,19 @@ def test_frequency_norm_subtracts_each_examples_mean() -> None:
         torch.testing.assert_close(norm(features), expected, atol=1e-3, rtol=1e-4)
 
 
+def test_band_norm_removes_a_fixed_channel_colouring() -> None:
+    """mode="band" subtracts each mel band's mean over the frames: a fixed EQ (a constant dB
+    offset per band) leaves the output unchanged, while mode="clip" keeps it."""
+    features = random_features(3)
+    colouring = torch.linspace(-12.0, 6.0, 64)[None, :, None]  # dB per band
+    band, clip = FrequencyNorm(64, "band").eval(), FrequencyNorm(64, "clip").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(band(features + colouring), band(features), atol=1e-3, rtol=0)
+        expected = features - features.mean(dim=2, keepdim=True)
+        torch.testing.assert_close(band(features), expected, atol=1e-3, rtol=1e-4)
+        assert (clip(features + colouring) - clip(features)).abs().max() > 5.0
+
+
 def test_frequency_norm_output_is_invariant_to_input_gain(speech: np.ndarray) -> None:
     log_mel = LogMel(FeatureConfig(), RATE)
     norm = FrequencyNorm(64)

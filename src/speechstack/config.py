@@ -97,6 +97,10 @@ class FeatureConfig(Strict):
     n_mels: int = Field(64, gt=0)
     f_min: float = Field(20.0, ge=0)  # Hz
     f_max: float | None = None  # Hz; None = sample_rate / 2
+    # clip: subtract each clip's mean dB (its gain); band: subtract each mel band's mean
+    # over the clip's frames (its gain and any fixed channel/EQ colouring: cepstral mean
+    # normalisation)
+    norm: Literal["clip", "band"] = "clip"
 
     @model_validator(mode="after")
     def _window_fits(self) -> FeatureConfig:

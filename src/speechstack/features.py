@@ -133,15 +133,18 @@ class SpecAugment(nn.Module):
 
 class FrequencyNorm(nn.Module):
     """Level-invariant scaling of log-mel ``(batch, n_mels, frames)``: each clip's mean dB
-    is subtracted (a recording's gain is a constant dB offset), then batch normalisation
-    per mel bin puts the values on a unit scale without a dataset-statistics pass."""
+    is subtracted (``mode="clip"``: a recording's gain is a constant dB offset) or each mel
+    band's mean over the clip (``mode="band"``: a fixed microphone, channel or room colouring
+    is a constant dB offset per band too), then batch normalisation per mel bin puts the
+    values on a unit scale without a dataset-statistics pass."""
 
-    def __init__(self, n_mels: int) -> None:
+    def __init__(self, n_mels: int, mode: str = "clip") -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(n_mels)
+        self.dims = (1, 2) if mode == "clip" else (2,)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.norm(features - features.mean(dim=(1, 2), keepdim=True))
+        return self.norm(features - features.mean(dim=self.dims, keepdim=True))
 
 
 def frame_count(samples: int, hop_length: int) -> int:
@@ -158,7 +161,7 @@ class LogMelFrontEnd(nn.Module):
     ) -> None:
         super().__init__()
         self.log_mel = LogMel(config, sample_rate)
-        self.norm = FrequencyNorm(config.n_mels)
+        self.norm = FrequencyNorm(config.n_mels, config.norm)
         self.spec_augment = SpecAugment(spec_augment)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
