@@ -163,6 +163,58 @@ def test_missing_base_file_names_it(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_list_of_bases_merges_in_order(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "task.yaml", {"train": {"epochs": 3, "lr": 0.5}, "folds": {"k": 4}})
+    write_yaml(tmp_path / "family.yaml", {"experiment": "fam", "train": {"lr": 0.2}})
+    path = write_yaml(
+        tmp_path / "exp.yaml", {"base": ["task.yaml", "family.yaml"], "train": {"epochs": 5}}
+    )
+    config = load_config(path)
+    assert config.experiment == "fam" and config.folds.k == 4
+    assert (config.train.epochs, config.train.lr) == (5, 0.2)  # later files win
+    bad = write_yaml(tmp_path / "bad.yaml", {"base": ["task.yaml", 3]})
+    with pytest.raises(ConfigError, match="'base' must be a file name or a list"):
+        load_config(bad)
+
+
+def test_a_missing_task_family_file_is_the_task_base_with_the_family(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    write_yaml(configs / "task" / "base.yaml", {"train": {"epochs": 3}, "folds": {"k": 4}})
+    write_yaml(configs / "models" / "fam.yaml", {"experiment": "fam", "train": {"lr": 0.2}})
+    config = load_config(configs / "task" / "fam.yaml")  # no such file
+    assert (config.experiment, config.train.epochs, config.train.lr) == ("fam", 3, 0.2)
+    # a tuned file over it (what `make best-config` writes) resolves the same way
+    child = write_yaml(
+        configs / "task" / "fam-best.yaml", {"base": "fam.yaml", "train": {"epochs": 7}}
+    )
+    assert load_config(child).train.lr == 0.2
+    with pytest.raises(ConfigError, match=r"other\.yaml.*may be left out only where"):
+        load_config(configs / "task" / "other.yaml")
+
+
+def test_no_two_shipped_config_files_are_byte_identical() -> None:
+    """A setting shared by tasks lives in one file (configs/models/, defaults.yaml, a
+    task's base.yaml) and is composed, not copied."""
+    seen: dict[bytes, Path] = {}
+    for path in CONFIG_FILES:
+        other = seen.setdefault(path.read_bytes(), path)
+        assert other == path, f"{path} is a copy of {other}"
+
+
+def test_every_task_runs_every_shared_family() -> None:
+    """configs/<task>/<family>.yaml resolves for each task and family of configs/models/,
+    written out or composed, to the task's reader and the family's model."""
+    families = sorted(p.stem for p in (REPO_ROOT / "configs" / "models").glob("*.yaml"))
+    tasks = sorted(p.parent.name for p in (REPO_ROOT / "configs").glob("*/base.yaml"))
+    assert {"cnn", "gru"} <= set(families) and "ravdess" in tasks
+    for task in tasks:
+        for family in families:
+            config = load_config(REPO_ROOT / "configs" / task / f"{family}.yaml")
+            base = load_config(REPO_ROOT / "configs" / task / "base.yaml")
+            assert (config.experiment, config.model.name) == (family, family)
+            assert config.task == base.task and config.audio == base.audio
+
+
 def test_a_top_level_list_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")

@@ -502,11 +502,20 @@ def test_an_experiment_adds_to_and_removes_from_its_base_s_space(workdir: Path) 
     assert space["train.epochs"].type == "int"
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml")),
-    ids=lambda p: p.name,
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# every experiment a user can name: the files, and each task composed with each shared
+# family (configs/models/ holds fragments, valid only over a task)
+EXPERIMENTS = sorted(
+    {p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "models"}
+    | {
+        task.parent / family.name
+        for task in CONFIGS.glob("*/base.yaml")
+        for family in (CONFIGS / "models").glob("*.yaml")
+    }
 )
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_search_space_is_valid(path: Path) -> None:
     tune.check_space(load_config(path), str(path))
 

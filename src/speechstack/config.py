@@ -1,9 +1,13 @@
 """Typed experiment configuration: YAML files layered on a base, CLI overrides, strict keys.
 
-An experiment file may name a ``base`` file (relative to itself); the experiment's keys are
-merged over the base's, recursively. CLI overrides are ``key.sub=value`` strings whose values
-are parsed as YAML scalars. Every section is a pydantic model that rejects unknown keys; the
-task's and the model's ``params`` are validated by the schema their registry entry declares.
+An experiment file may name a ``base`` file, or a list of them (relative to itself, merged in
+order); the experiment's keys are merged over the bases', recursively, so a task's
+``base.yaml`` and a model family's ``configs/models/<family>.yaml`` are written once and
+composed. ``configs/<task>/<family>.yaml`` may be left out: it then means the task's
+``base.yaml`` composed with ``configs/models/<family>.yaml`` (``composed_experiment``). CLI
+overrides are ``key.sub=value`` strings whose values are parsed as YAML scalars. Every
+section is a pydantic model that rejects unknown keys; the task's and the model's ``params``
+are validated by the schema their registry entry declares.
 """
 
 from __future__ import annotations
@@ -493,24 +497,51 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+MODELS_DIR = "models"  # configs/models/<family>.yaml: a family's settings, for every task
+
+
+def composed_experiment(path: Path) -> list[Path] | None:
+    """The files that stand for a missing ``configs/<task>/<family>.yaml``: the task's
+    ``base.yaml`` and ``configs/models/<family>.yaml``, when both exist (else None)."""
+    task_base = path.parent / "base.yaml"
+    family = path.parent.parent / MODELS_DIR / path.name
+    if path.parent.name != MODELS_DIR and task_base.is_file() and family.is_file():
+        return [task_base, family]
+    return None
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read ``path`` and the ``base`` files it names, merged, base first."""
+    """Read ``path`` and the ``base`` files it names, merged, bases first (in order)."""
     path = path.resolve()
     if path in chain:
         raise ConfigError(f"{path}: 'base' files form a cycle: {' -> '.join(map(str, chain))}")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = _yaml(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        parts = composed_experiment(path)
+        if parts is None:
+            raise ConfigError(
+                f"config file not found: {path} (an experiment file may be left out only "
+                f"where {path.parent / 'base.yaml'} and "
+                f"{path.parent.parent / MODELS_DIR / path.name} both exist)"
+            )
+        data = {"base": [str(part) for part in parts]}
+    else:
+        try:
+            data = _yaml(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    base_name = data.pop("base", None)
-    if base_name is None:
+    base_names = data.pop("base", None)
+    if base_names is None:
         return data
-    base = _read_yaml(path.parent / str(base_name), (*chain, path))
-    return _merge(base, data)
+    if isinstance(base_names, str):
+        base_names = [base_names]
+    if not isinstance(base_names, list) or not all(isinstance(n, str) for n in base_names):
+        raise ConfigError(f"{path}: 'base' must be a file name or a list of them")
+    merged: dict[str, Any] = {}
+    for name in base_names:
+        merged = _merge(merged, _read_yaml(path.parent / name, (*chain, path)))
+    return _merge(merged, data)
 
 
 def parse_override(text: str) -> dict[str, Any]:
