@@ -39,6 +39,27 @@ def test_defaults_load_without_a_file() -> None:
     assert config.audio.clip_samples == 16_000
 
 
+def test_defaults_yaml_writes_out_the_schema_defaults() -> None:
+    """One source of every default: each value of configs/defaults.yaml is the schema's own
+    (the file documents them); only the tuning search space is the file's alone."""
+    written = yaml.safe_load((REPO_ROOT / "configs" / "defaults.yaml").read_text())
+    schema = Config().model_dump(mode="json")
+
+    def differences(data: dict, defaults: dict, prefix: str = "") -> list[str]:
+        found = []
+        for key, value in data.items():
+            if f"{prefix}{key}" == "tune.space":
+                continue
+            if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+                found += differences(value, defaults[key], f"{prefix}{key}.")
+            elif defaults.get(key, "<not in the schema>") != value:
+                found.append(f"{prefix}{key}: file {value!r}, schema {defaults.get(key)!r}")
+        return found
+
+    assert differences(written, schema) == []
+    assert written["tune"]["space"]  # the defaults' search space is there
+
+
 # ---------------------------------------------------------------- unknown keys
 
 
