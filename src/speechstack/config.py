@@ -313,8 +313,8 @@ class PseudoConfig(Strict):
 
 
 class LightGBMParams(Strict):
-    """Small and strongly regularised: the stacker sees only the OOF rows (~1.5k on the
-    demo), and a deep one learns a confidence the shifted test does not have."""
+    """Small and strongly regularised: the stacker sees only the OOF rows (a few thousand
+    on a small corpus), and a deep one learns a confidence the shifted test does not have."""
 
     n_estimators: int = Field(150, ge=1)
     learning_rate: float = Field(0.03, gt=0)

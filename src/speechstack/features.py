@@ -26,8 +26,8 @@ class LogMel(nn.Module):
     of the spectrum (no complex intermediates); the filterbank is applied band by band
     (``MELS_PER_BAND`` filters times only the FFT bins they cover: a quarter of the dense
     matmul's work at 64 mels); and on the CPU the batch goes through in chunks of about
-    ``CPU_CHUNK_FRAMES`` frames, so the intermediates stay in cache. On 512 clips with
-    2 threads that is ~3x a single ``torch.stft`` of the batch (``python -m speechstack.bench``).
+    ``CPU_CHUNK_FRAMES`` frames, so the intermediates stay in cache. ``make bench`` compares it
+    with a single ``torch.stft`` of the batch and with librosa (README, Benchmarks).
     """
 
     MELS_PER_BAND = 16

@@ -1,7 +1,7 @@
 """Several folds trained at once, each in its own process, sharing the CPU cores.
 
-Small models on a CPU use cores poorly from one process: two one-thread processes train
-~1.4x the clips per second of one two-thread process on the default CNN (2-core machine).
+Small models on a CPU use cores poorly from one process: one-thread processes, one per
+core, train more clips per second than one process with every core (README, Benchmarks).
 So ``train_folds`` runs ``train.parallel_folds`` folds at a time (``auto``: one per core
 when training on the CPU). The cores are shared out again at every epoch among the folds
 that run now or wait to (``cores // min(processes, unfinished folds)`` threads each), so
