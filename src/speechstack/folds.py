@@ -57,6 +57,11 @@ def scored_rows(manifest: pl.DataFrame) -> pl.DataFrame:
     return manifest.filter(pl.col("scored"))
 
 
+def fold_count(folds: pl.DataFrame) -> int:
+    """k of a folds frame (folds are numbered 0..k-1)."""
+    return int(folds["fold"].max()) + 1  # type: ignore[arg-type]
+
+
 def read_folds(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise FoldsError(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from speechstack.folds import read_folds
+from speechstack.folds import fold_count, read_folds
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Entry:
 def leaderboard(task_runs: Path, folds_file: Path, labels: list[str]) -> list[Entry]:
     """Entries for every experiment folder under ``task_runs``, best CV accuracy first."""
     folds = read_folds(folds_file)
-    k = int(folds["fold"].max()) + 1  # type: ignore[arg-type]
+    k = fold_count(folds)
     truth = dict(zip(folds["fname"], folds["label"], strict=True))
     entries = []
     for folder in sorted(p for p in task_runs.iterdir() if p.is_dir()):

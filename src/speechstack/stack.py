@@ -30,7 +30,7 @@ from speechstack.artifacts import (
     atomic_write_text,
 )
 from speechstack.config import StackConfig
-from speechstack.folds import read_folds
+from speechstack.folds import fold_count, read_folds
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def collect_oof(
     Checks that every experiment predicted every clip exactly once, from the model that
     held that clip's fold out.
     """
-    k = int(folds["fold"].max()) + 1  # type: ignore[arg-type]
+    k = fold_count(folds)
     table = folds.select("fname", "label", "fold")
     for name in experiments:
         oof = _read_experiment(runs_dir / name, k, kind)
@@ -176,7 +176,7 @@ def run_stack(
     import lightgbm
 
     folds = read_folds(folds_file)
-    k = int(folds["fold"].max()) + 1  # type: ignore[arg-type]
+    k = fold_count(folds)
     names = config.experiments
     clean = collect_oof(runs_dir, names, folds, labels)
     shifted = (

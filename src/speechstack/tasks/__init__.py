@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 
 from speechstack.config import Strict, TaskConfig, validate_params
 from speechstack.registry import Registry
@@ -125,6 +126,12 @@ def manifest_frame(rows: dict[str, list[Any]], columns: list[str]) -> pl.DataFra
     frame = pl.DataFrame(rows, schema_overrides={c: t for c, t in schema.items() if c in rows})
     ordered = columns + [c for c in frame.columns if c not in columns]
     return frame.select(ordered).sort("fname")
+
+
+class EmotionParams(Strict):
+    """``task.params`` of the acted-emotion corpora (RAVDESS, CREMA-D)."""
+
+    emotions: list[str] | None = Field(None, min_length=2)  # a subset to keep (null: all)
 
 
 def label_subset(known: list[str], chosen: list[str] | None, what: str) -> list[str]:

@@ -18,13 +18,12 @@ import re
 from pathlib import Path
 
 import polars as pl
-from pydantic import Field
 
-from speechstack.config import Strict
 from speechstack.tasks import (
     MANIFEST_COLUMNS,
     TASKS,
     DatasetError,
+    EmotionParams,
     Task,
     audio_files,
     label_subset,
@@ -40,16 +39,12 @@ FILE_NAME = re.compile(
 DEMOGRAPHICS = "VideoDemographics.csv"
 
 
-class CremaDParams(Strict):
-    emotions: list[str] | None = Field(None, min_length=2)  # a subset to keep (null: all 6)
-
-
 @TASKS.register("crema_d")
 class CremaD(Task):
-    params_schema = CremaDParams
-    params: CremaDParams
+    params_schema = EmotionParams
+    params: EmotionParams
 
-    def __init__(self, data_dir: Path, params: CremaDParams) -> None:  # type: ignore[override]
+    def __init__(self, data_dir: Path, params: EmotionParams) -> None:  # type: ignore[override]
         super().__init__(data_dir, params)
         self._labels = label_subset(EMOTIONS, params.emotions, "CREMA-D emotions")
         self.audio_dir = self.data_dir / "AudioWAV"

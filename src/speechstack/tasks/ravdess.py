@@ -19,13 +19,12 @@ import re
 from pathlib import Path
 
 import polars as pl
-from pydantic import Field
 
-from speechstack.config import Strict
 from speechstack.tasks import (
     MANIFEST_COLUMNS,
     TASKS,
     DatasetError,
+    EmotionParams,
     Task,
     audio_files,
     label_subset,
@@ -40,16 +39,12 @@ FILE_NAME = re.compile(
 ACTOR_FOLDER = re.compile(r"^Actor_(?P<actor>\d\d)$")
 
 
-class RavdessParams(Strict):
-    emotions: list[str] | None = Field(None, min_length=2)  # a subset to keep (null: all 8)
-
-
 @TASKS.register("ravdess")
 class Ravdess(Task):
-    params_schema = RavdessParams
-    params: RavdessParams
+    params_schema = EmotionParams
+    params: EmotionParams
 
-    def __init__(self, data_dir: Path, params: RavdessParams) -> None:  # type: ignore[override]
+    def __init__(self, data_dir: Path, params: EmotionParams) -> None:  # type: ignore[override]
         super().__init__(data_dir, params)
         self._labels = label_subset(EMOTIONS, params.emotions, "RAVDESS emotions")
         self.actor_folders = sorted(path for path in self.data_dir.glob("Actor_*") if path.is_dir())
