@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from speechstack.folds import fold_count, read_folds
+from speechstack.submission import predicted_labels
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def leaderboard(task_runs: Path, folds_file: Path, labels: list[str]) -> list[En
         cv = None
         if len(metrics) == k:
             oof = pl.concat(pl.read_parquet(p) for p in sorted(folder.glob("fold*/oof.parquet")))
-            predicted = np.asarray(labels)[oof.select(labels).to_numpy().argmax(axis=1)]
+            predicted = predicted_labels(oof, labels)
             expected = np.asarray([truth.get(name) for name in oof["fname"]])
             cv = float((predicted == expected).mean())
         test_clips = sum(m.get("test_clips", 0) for m in metrics)

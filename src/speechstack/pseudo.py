@@ -30,6 +30,7 @@ import polars as pl
 from speechstack.artifacts import atomic_write_frame
 from speechstack.config import Config, PseudoConfig
 from speechstack.stack import collect_test
+from speechstack.submission import predicted_labels
 from speechstack.tasks import Task
 
 PSEUDO_COLUMNS = ["fname", "path", "label"]  # what training reads
@@ -57,11 +58,6 @@ def pseudo_labels_path(config: Config) -> Path:
 def pseudo_source(config: Config) -> str:
     """The run whose test predictions decide: ``pseudo.source``, else the stack."""
     return config.pseudo.source or config.stack.name
-
-
-def _argmax_labels(frame: pl.DataFrame, columns: list[str], labels: list[str]) -> np.ndarray:
-    """The label of the largest of ``columns`` (one per label, in label order) per row."""
-    return np.asarray(labels)[frame.select(columns).to_numpy().argmax(axis=1)]
 
 
 def _fold_test_paths(run_dir: Path, k: int) -> list[Path]:
@@ -120,10 +116,10 @@ def _stack_predictions(
             f"{test_path}: {unmatched.height} clips (e.g. {unmatched['fname'][0]}) are not "
             f"predicted by its experiments {members}; re-run `make stack`"
         )
-    stack_labels = _argmax_labels(joined, labels, labels)
+    stack_labels = predicted_labels(joined, labels)
     agree = np.ones(joined.height, dtype=bool)
     for member in members:
-        agree &= _argmax_labels(joined, [f"{member}:{c}" for c in labels], labels) == stack_labels
+        agree &= predicted_labels(joined, labels, [f"{member}:{c}" for c in labels]) == stack_labels
     return stack.with_columns(pl.Series("agree", agree))
 
 
@@ -145,7 +141,7 @@ def _experiment_predictions(
             fold = averaged.select("fname").join(fold, on="fname", how="left")
             if fold[labels[0]].null_count():
                 raise PseudoLabelError(f"{path}: does not predict every test clip of {run_dir}")
-            predicted = _argmax_labels(fold, labels, labels)
+            predicted = predicted_labels(fold, labels)
             first = predicted if first is None else first
             agree &= predicted == first
     return averaged.with_columns(pl.Series("agree", agree))
@@ -211,7 +207,7 @@ def source_predictions(config: Config, task: Task) -> pl.DataFrame:
     return (
         frame.select(
             "fname",
-            pl.Series("label", _argmax_labels(frame, labels, labels), dtype=pl.String),
+            pl.Series("label", predicted_labels(frame, labels), dtype=pl.String),
             pl.Series("confidence", probabilities.max(axis=1), dtype=pl.Float64),
             "agree",
         )

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from speechstack.artifacts import atomic_path, atomic_write_json, atomic_write_text
+from speechstack.submission import predicted_labels
 
 REPORT_FILES = ("report.md", "confusion.png", "report.json")
 
@@ -36,7 +37,7 @@ def summarise(
     unknown = sorted(set(truth) - set(labels))
     if unknown:
         raise ValueError(f"true labels {unknown} are not among the task's labels {labels}")
-    predicted = np.asarray(labels)[predictions.select(labels).to_numpy().argmax(axis=1)]
+    predicted = predicted_labels(predictions, labels)
     correct = predicted == truth
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, labels=labels, zero_division=0

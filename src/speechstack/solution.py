@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from speechstack.artifacts import atomic_write_json
@@ -41,6 +40,7 @@ from speechstack.pseudo import (
 from speechstack.stack import collect_test, run_stack
 from speechstack.submission import (
     accuracy_by_condition,
+    predicted_labels,
     predictions_to_submission,
     score_submission,
     share_warnings,
@@ -232,7 +232,7 @@ def _test_accuracy(task: Task, test: pl.DataFrame | None, columns: list[str]) ->
     answers = task.solution()
     if test is None or answers is None:
         return None
-    chosen = np.asarray(task.labels)[test.select(columns).to_numpy().argmax(axis=1)]
+    chosen = predicted_labels(test, task.labels, columns)
     return score_submission(pl.DataFrame({"fname": test["fname"], "label": chosen}), answers)
 
 

@@ -22,10 +22,17 @@ class SubmissionError(ValueError):
     """A submission does not match the competition's format; the message says how."""
 
 
+def predicted_labels(
+    frame: pl.DataFrame, labels: list[str], columns: list[str] | None = None
+) -> np.ndarray:
+    """The label of each row's largest probability; ``columns`` hold the probabilities in
+    ``labels`` order (default: columns named after the labels)."""
+    return np.asarray(labels)[frame.select(columns or labels).to_numpy().argmax(axis=1)]
+
+
 def predictions_to_submission(probabilities: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
     """Argmax of the label columns -> ``fname,label``."""
-    matrix = probabilities.select(labels).to_numpy()
-    chosen = np.asarray(labels)[matrix.argmax(axis=1)]
+    chosen = predicted_labels(probabilities, labels)
     return pl.DataFrame({"fname": probabilities["fname"], "label": chosen})
 
 
