@@ -444,6 +444,14 @@ class Config(Strict):
     solution: SolutionConfig = Field(default_factory=SolutionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
+    @model_validator(mode="after")
+    def _resolve_f_max(self) -> Config:
+        """``features.f_max: null`` means the Nyquist frequency: written out, so a run's saved
+        config says what it computed and equal settings compare equal."""
+        if self.features.f_max is None:
+            self.features.f_max = self.audio.sample_rate / 2
+        return self
+
     @property
     def folds_file(self) -> Path:
         return self.folds.file or Path("folds") / f"{self.task.dataset_name}.csv"
