@@ -274,6 +274,17 @@ def test_unknown_task_name_lists_the_known_tasks() -> None:
         load_config(None, ["task.name=nope"])
 
 
+def test_run_identity_ignores_only_result_neutral_settings() -> None:
+    """One identity for a run (Config.identity / digest): speed and output settings leave
+    it alone, anything the run computes changes it."""
+    path = REPO_ROOT / "configs" / "speech_commands" / "cnn.yaml"
+    base = load_config(path)
+    neutral = load_config(path, ["train.threads=1", "stack.name=other", "runs_dir=elsewhere"])
+    changed = load_config(path, ["train.lr=0.0001"])
+    assert neutral.identity() == base.identity() and neutral.digest() == base.digest()
+    assert changed.digest() != base.digest()
+
+
 # ---------------------------------------------------------------- round trip
 
 

@@ -427,6 +427,16 @@ class TuneConfig(Strict):
         return {key: value for key, value in self.space.items() if value is not None}
 
 
+# Settings that do not change what a run computes (speed, where files go, what runs after
+# training): left out of a run's identity, so changing them keeps finished folds.
+RESULT_NEUTRAL = {
+    ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
+    ("predict", "batch_size"), ("predict", "num_workers"),
+    ("runs_dir",), ("cache_dir",),
+    ("stack",), ("pseudo",), ("solution",), ("tune",),
+}  # fmt: skip
+
+
 class Config(Strict):
     experiment: str = "cnn"  # run folder: runs/<task>/<experiment>/
     runs_dir: Path = Path("runs")
@@ -465,10 +475,21 @@ class Config(Strict):
     def run_dir(self) -> Path:
         return self.task_runs_dir / self.experiment
 
+    def identity(self) -> str:
+        """What a run computes, as canonical JSON: the resolved config less the
+        ``RESULT_NEUTRAL`` settings. A finished fold belongs to an experiment when its saved
+        config has the same identity."""
+        data = self.model_dump(mode="json")
+        for path in RESULT_NEUTRAL:
+            node = data
+            for key in path[:-1]:
+                node = node[key]
+            node.pop(path[-1], None)
+        return json.dumps(data, sort_keys=True)
+
     def digest(self) -> str:
-        """Short hash of the resolved config, to tell runs apart."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Short hash of ``identity``, to tell runs apart."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------

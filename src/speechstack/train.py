@@ -37,15 +37,20 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-import yaml
-from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
 from speechstack.augment import build_waveform_augment, shifted_condition
-from speechstack.config import Config, ShiftedValidationConfig, TtaView, save_config
+from speechstack.config import (
+    Config,
+    ConfigError,
+    ShiftedValidationConfig,
+    TtaView,
+    load_config,
+    save_config,
+)
 from speechstack.data import (
     ClipDataset,
     QuotaSampler,
@@ -61,15 +66,6 @@ from speechstack.tasks import TEST_COLUMNS, Task, create_task
 from speechstack.tta import apply_view, views_or_identity
 
 log = logging.getLogger(__name__)
-
-# Settings that do not change what a run computes; ignored when checking that a finished
-# fold belongs to the same experiment.
-RESULT_NEUTRAL = {
-    ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
-    ("predict", "batch_size"), ("predict", "num_workers"),
-    ("runs_dir",), ("cache_dir",),
-    ("stack",), ("pseudo",), ("solution",), ("tune",),
-}  # fmt: skip
 
 
 class RunMismatchError(RuntimeError):
@@ -128,16 +124,6 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def config_fingerprint(config: Config) -> str:
-    data = config.model_dump(mode="json")
-    for path in RESULT_NEUTRAL:
-        node = data
-        for key in path[:-1]:
-            node = node[key]
-        node.pop(path[-1], None)
-    return json.dumps(data, sort_keys=True)
-
-
 def fold_dir(config: Config, fold: int) -> Path:
     return config.run_dir / f"fold{fold}"
 
@@ -149,7 +135,7 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
     if not metrics_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text())
-    if _saved_fingerprint(folder / "config.yaml") != config_fingerprint(config):
+    if _saved_identity(folder / "config.yaml") != config.identity():
         raise RunMismatchError(
             f"{folder} was trained with a different config than {config.experiment!r} now has "
             f"(see {folder / 'config.yaml'}). Use a new experiment name "
@@ -158,12 +144,14 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
     return metrics
 
 
-def _saved_fingerprint(path: Path) -> str | None:
-    """The fingerprint of a fold's saved config under today's rules (None if unreadable),
-    so settings that later became result-neutral do not invalidate finished folds."""
+def _saved_identity(path: Path) -> str | None:
+    """The identity of a fold's saved config under today's rules (None if unreadable), read
+    through the same validated path as any config file (params filled in by their schemas),
+    so settings that later became result-neutral or gained defaults do not invalidate
+    finished folds."""
     try:
-        return config_fingerprint(Config.model_validate(yaml.safe_load(path.read_text())))
-    except (OSError, yaml.YAMLError, ValidationError):
+        return load_config(path).identity()
+    except ConfigError:
         return None
 
 
