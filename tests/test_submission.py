@@ -285,6 +285,7 @@ def test_dry_run_without_the_cli_still_shows_the_command(
     empty = tmp_path / "empty_bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(empty / "python"))  # no kaggle beside it
     command = submit(submission_file, "msg", dry_run=True)
     assert command == expected_command("kaggle", submission_file, "msg")
 
@@ -314,9 +315,30 @@ def test_no_kaggle_on_path_says_how_to_install(
     empty = tmp_path / "empty_bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(empty / "python"))  # no kaggle beside it
     with pytest.raises(SubmissionError, match="not on PATH") as error:
         submit(submission_file, "msg")
     assert "pip install kaggle" in str(error.value) or "make install" in str(error.value)
+
+
+def test_kaggle_beside_the_interpreter_is_used_when_not_on_path(
+    submission_file: Path,
+    fake_kaggle: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_kaggle_credentials: Path,
+) -> None:
+    """`make submit` runs .venv/bin/speechstack without .venv/bin on PATH: the kaggle CLI
+    that `make install` put there is found beside the interpreter."""
+    executable, record = fake_kaggle
+    (no_kaggle_credentials / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    empty = tmp_path / "empty_bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(executable.parent / "python"))
+    command = submit(submission_file, "msg")
+    assert command[0] == str(executable)
+    assert json.loads(record.read_text())[1:4] == ["competitions", "submit", "-c"]
 
 
 @pytest.mark.parametrize("credentials", ["kaggle.json", "environment"])

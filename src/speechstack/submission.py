@@ -7,6 +7,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,8 +169,17 @@ def latest_submission(directory: Path) -> Path:
     return files[-1]
 
 
+def find_kaggle() -> str | None:
+    """The kaggle CLI: on PATH, else beside this Python (the venv's ``bin``, where `make
+    install` puts it, which `make submit` does not add to PATH); None when neither has it."""
+    found = shutil.which("kaggle")
+    if found is None:
+        found = shutil.which("kaggle", path=str(Path(sys.executable).parent))
+    return found
+
+
 def kaggle_command(file: Path, message: str, competition: str = COMPETITION) -> list[str]:
-    executable = shutil.which("kaggle") or "kaggle"
+    executable = find_kaggle() or "kaggle"
     return [executable, "competitions", "submit", "-c", competition, "-f", str(file), "-m", message]
 
 
@@ -192,10 +202,10 @@ def submit(
     command = kaggle_command(file, message, competition)
     if dry_run:
         return command
-    if shutil.which("kaggle") is None:
+    if find_kaggle() is None:
         raise SubmissionError(
-            "the kaggle CLI is not on PATH; run `make install` (it installs kaggle into .venv) "
-            "or `pip install kaggle`"
+            f"the kaggle CLI is not on PATH nor in {Path(sys.executable).parent}; run `make "
+            "install` (it installs kaggle into .venv) or `pip install kaggle`"
         )
     if not has_kaggle_credentials():
         raise SubmissionError(
