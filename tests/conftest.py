@@ -53,3 +53,59 @@ def write_wav() -> WavWriter:
         return path
 
     return write
+
+
+# The tiny CNN (and the tiny data's settings) for CLI tests that need a model, not a good one.
+TINY_SETTINGS = [
+    "model.params.backbone=test_resnet",
+    "model.params.backbone_args={}",
+    "folds.k=3",
+    "task.params.silence_clips=12",
+]
+
+
+@pytest.fixture
+def untrained_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_speech_commands: Path,
+    repo_root: Path,
+) -> list[str]:
+    """Work in ``tmp_path`` with one untrained fold of the tiny CNN in
+    ``runs/speech_commands/cnn/fold0`` (random weights, saved as training saves a fold:
+    what ``predict`` loads), without training anything. Returns the CLI's common
+    arguments (``--config ... --data ... --set ...``) for that run."""
+    import torch
+
+    from speechstack.config import load_config, save_config
+    from speechstack.models import ModelContext, create_model
+    from speechstack.tasks import create_task
+
+    monkeypatch.chdir(tmp_path)
+    config_file = repo_root / "configs" / "speech_commands" / "cnn.yaml"
+    settings = [f"task.data_dir={tiny_speech_commands}", *TINY_SETTINGS]
+    config = load_config(config_file, settings)
+    task = create_task(config.task)
+    classes = task.classes()
+    context = ModelContext(
+        num_classes=len(classes),
+        class_names=tuple(classes),
+        audio=config.audio,
+        features=config.features,
+        spec_augment=config.augment.spec_augment,
+    )
+    torch.manual_seed(0)
+    model = create_model(config.model.name, context, **config.model.params)
+    folder = config.run_dir / "fold0"
+    folder.mkdir(parents=True)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "classes": classes,
+            "labels": task.labels,
+            "class_to_label": task.class_to_label().tolist(),
+        },
+        folder / "model.pt",
+    )
+    save_config(config, folder / "config.yaml")
+    return ["--config", str(config_file), *(a for s in settings for a in ("--set", s))]

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from speechstack import submission as submission_module
+from speechstack.cli import main
 from speechstack.submission import (
     COMPETITION,
     SubmissionError,
@@ -412,3 +415,93 @@ def test_accuracy_by_condition_bands_numbers_and_keeps_blanks(tmp_path: Path) ->
         (">= 20", 0.0, 1),
     ]
     assert table["channel"] == [("-", 0.5, 2), ("low-pass", 0.0, 1), ("telephone", 1.0, 1)]
+
+
+# ---------------------------------------------------------------- --out FILE.csv
+
+
+def test_write_submission_to_a_csv_path_writes_exactly_that_file(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"fname": ["b.wav", "a.wav"], "label": ["yes", "no"]})
+    out = tmp_path / "picked" / "final.csv"
+    assert write_submission(frame, out, "sc", 0.9, LABELS, None) == out
+    assert out.is_file() and pl.read_csv(out).equals(frame)
+    assert [p.name for p in out.parent.iterdir()] == ["final.csv"]  # no temp files
+
+
+def test_write_submission_never_overwrites_a_named_csv(tmp_path: Path) -> None:
+    out = tmp_path / "final.csv"
+    out.write_text("fname,label\nkept.wav,yes\n")
+    frame = pl.DataFrame({"fname": ["a.wav"], "label": ["no"]})
+    with pytest.raises(FileExistsError, match=rf"^{re.escape(str(out))} already exists"):
+        write_submission(frame, out, "sc", 0.9, LABELS, None)
+    assert out.read_text() == "fname,label\nkept.wav,yes\n"
+
+
+@pytest.fixture
+def stacked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_speech_commands: Path,
+    repo_root: Path,
+) -> tuple[list[str], Path]:
+    """A copy of the tiny data, its folds and a stack's test predictions made up for
+    `speechstack submission` (nothing trained): (the CLI's common arguments, the data)."""
+    monkeypatch.chdir(tmp_path)
+    data = shutil.copytree(tiny_speech_commands, tmp_path / "data")
+    common = [
+        "--config", str(repo_root / "configs" / "speech_commands" / "cnn.yaml"),
+        "--data", str(data),
+        "--set", "folds.k=3",
+        "--set", "task.params.silence_clips=12",
+    ]  # fmt: skip
+    assert main(["folds", *common]) == 0
+    fnames = pl.read_csv(data / "sample_submission.csv")["fname"]
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(LABELS)), len(fnames))
+    stack = tmp_path / "runs" / "speech_commands" / "stack"
+    stack.mkdir(parents=True)
+    pl.DataFrame(
+        {"fname": fnames, **dict(zip(LABELS, probabilities.T, strict=True))}
+    ).write_parquet(stack / "test.parquet")
+    (stack / "metrics.json").write_text(json.dumps({"stack_accuracy": 0.5}))
+    return common, data
+
+
+def test_submission_out_csv_is_that_file_and_never_overwritten(
+    stacked: tuple[list[str], Path], capsys: pytest.CaptureFixture
+) -> None:
+    common, data = stacked
+    assert main(["submission", *common, "--out", "picked/mine.csv"]) == 0
+    written = Path("picked/mine.csv")
+    assert written.is_file()
+    assert (
+        pl.read_csv(written)["fname"].to_list()
+        == pl.read_csv(data / "sample_submission.csv")["fname"].to_list()
+    )
+    captured = capsys.readouterr()
+    assert "wrote picked/mine.csv" in captured.out
+    assert "skipped" not in captured.err  # the data has its sample submission
+    before = written.read_text()
+    assert main(["submission", *common, "--out", "picked/mine.csv"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "error: picked/mine.csv already exists; a submission never overwrites: choose "
+        "another --out or remove it\n"
+    )
+    assert written.read_text() == before
+    assert main(["submission", *common, "--out", "picked"]) == 0  # a folder: a new name
+    assert len(list(Path("picked").glob("speech_commands-*-cv0.5000.csv"))) == 1
+
+
+def test_submission_without_a_sample_says_validation_was_skipped(
+    stacked: tuple[list[str], Path], capsys: pytest.CaptureFixture
+) -> None:
+    common, data = stacked
+    (data / "sample_submission.csv").unlink()
+    assert main(["submission", *common]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "sample submission" in line]
+    assert lines == [
+        f"warning: validation against the sample submission skipped: "
+        f"{data / 'sample_submission.csv'} not found (columns, labels and duplicate fnames "
+        "were still checked)"
+    ]
+    assert len(list(Path("submissions").glob("*.csv"))) == 1

@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from speechstack.artifacts import atomic_path
+
+if TYPE_CHECKING:
+    from speechstack.tasks import Task
 
 COMPETITION = "tensorflow-speech-recognition-challenge"
 
@@ -87,25 +91,45 @@ def validate_submission(
         )
 
 
+def skipped_validation(task: Task) -> str:
+    """The line that says a submission was not checked against a sample submission."""
+    return (
+        f"validation against the sample submission skipped: "
+        f"{task.no_sample_submission_reason()} (columns, labels and duplicate fnames were "
+        "still checked)"
+    )
+
+
 def write_submission(
     submission: pl.DataFrame,
-    directory: Path,
+    out: Path,
     task_name: str,
     cv_score: float,
     labels: list[str],
     sample: Path | None,
 ) -> Path:
-    """Validate and write ``<directory>/<task>-<time>-cv<score>.csv``; never overwrites."""
+    """Validate and write the submission, atomically and never over an existing file:
+    ``out`` ending in ``.csv`` is that file (refused when it exists); anything else is a
+    folder, where the file is named ``<task>-<time>-cv<score>.csv``."""
+    out = Path(out)
+    if out.suffix.lower() == ".csv" and out.exists():
+        raise FileExistsError(
+            f"{out} already exists; a submission never overwrites: choose another --out "
+            "or remove it"
+        )
     validate_submission(submission, labels, sample, "submission")
     if sample is not None:  # keep the sample's row order
         order = pl.read_csv(sample, columns=["fname"], schema_overrides={"fname": pl.String})
         submission = order.join(submission, on="fname", how="left")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = directory / f"{task_name}-{stamp}-cv{cv_score:.4f}.csv"
-    suffix = 1
-    while path.exists():
-        path = directory / f"{task_name}-{stamp}-{suffix}-cv{cv_score:.4f}.csv"
-        suffix += 1
+    if out.suffix.lower() == ".csv":
+        path = out
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = out / f"{task_name}-{stamp}-cv{cv_score:.4f}.csv"
+        suffix = 1
+        while path.exists():
+            path = out / f"{task_name}-{stamp}-{suffix}-cv{cv_score:.4f}.csv"
+            suffix += 1
     with atomic_path(path, ".csv") as temp:
         submission.write_csv(temp)
     return path

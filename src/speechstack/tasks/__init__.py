@@ -84,6 +84,11 @@ class Task(ABC):
         """The competition's sample submission, used to validate ours."""
         return None
 
+    def no_sample_submission_reason(self) -> str:
+        """Why ``sample_submission()`` is None (said when a submission is not checked
+        against one)."""
+        return "the task has no sample submission"
+
     def solution(self) -> Path | None:
         """An answer key for the test set (demo data only), to score a submission."""
         return None

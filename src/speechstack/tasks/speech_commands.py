@@ -98,6 +98,9 @@ class SpeechCommands(Task):
         path = self.data_dir / "sample_submission.csv"
         return path if path.is_file() else None
 
+    def no_sample_submission_reason(self) -> str:
+        return f"{self.data_dir / 'sample_submission.csv'} not found"
+
     def solution(self) -> Path | None:
         path = self.data_dir / "demo_solution.csv"
         return path if path.is_file() else None
