@@ -25,6 +25,7 @@ STORAGE     ?=
 PORT        ?= 8080
 BENCH_ARGS  ?=
 NO_TTA      ?=
+STRICT      ?=
 PRESET      ?= cpu
 PYTHON      ?= python3
 
@@ -41,13 +42,13 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: solution help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit pseudo demo test test-all lint clean tune best-config dashboard dashboard-screenshot
+.PHONY: solution help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit pseudo demo test test-all lint clean clean-tmp tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=$(TASK) (speech_commands ravdess crema_d sentiment) MODEL=$(MODEL) FOLD=$(FOLD) DATA=$(DATA)"
 	@echo "             EXP= EXPERIMENTS= SET='key=value ...' NPROC= FORCE=1 DRY_RUN=1 SPEAKERS= (demo size)"
-	@echo "  predict:   AUDIO=dir SOURCE= (default the stack) OUT=file.csv ANSWERS=path,label.csv NO_TTA=1"
+	@echo "  predict:   AUDIO=dir SOURCE= (default the stack) OUT=file.csv ANSWERS=path,label.csv NO_TTA=1 STRICT=1"
 	@echo "  solution:  PRESET=cpu|gpu (configs/TASK/solution-PRESET.yaml) DATA= SET="
 	@echo "  pseudo:    SOURCE= (default the stack) SET='pseudo.threshold=0.95 pseudo.round=2 pseudo.max_share=0.5'"
 	@echo "  tuning:    TRIALS= (default tune.trials) WORKERS=$(WORKERS) STORAGE=postgresql://... PORT=$(PORT)"
@@ -81,7 +82,7 @@ report: $(STAMP) ## report.md + confusion.png for EXPERIMENTS (default every run
 	$(CLI) report $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO, from SOURCE (default the stack)
-	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta)
+	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta) $(if $(STRICT),--strict)
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)
@@ -154,6 +155,9 @@ test-all: $(STAMP) ## run every test, slow ones included
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+clean-tmp: $(STAMP) ## remove temp files and folders that killed runs left (only those whose process is gone)
+	$(CLI) clean-tmp
 
 clean: ## remove runs, caches and generated demo data (keeps .venv)
 	rm -rf runs cache data .pytest_cache .ruff_cache

@@ -56,7 +56,12 @@ def test_torchrun_two_processes_train_one_fold(
     oof = pl.read_parquet(folder / "oof.parquet")
     assert set(oof["fname"]) == set(folds.filter(pl.col("fold") == 1)["fname"])
     # Exactly one writer: no leftover temp folders from the other rank.
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["fold1"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [
+        ".fold1.lock",
+        "checkpoints",
+        "fold1",
+    ]
+    assert list((folder.parent / "checkpoints").iterdir()) == []  # removed once written
 
 
 def test_models_that_skip_layers_get_ddp_looking_for_unused_parameters() -> None:

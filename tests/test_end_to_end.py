@@ -204,7 +204,10 @@ def test_interrupted_fold_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         train_module.train_fold(config, 2, progress=False, epoch_callback=interrupt)
     parent = config.run_dir
-    assert not parent.exists() or not any(parent.iterdir())
+    # no fold folder, no temp file: the lock and the finished epoch's checkpoint only
+    assert sorted(os.listdir(parent)) == [".fold2.lock", "checkpoints"]
+    assert os.listdir(parent / "checkpoints") == ["fold2.pt"]
     metrics = train_module.train_fold(config, 2, progress=False)
     assert (parent / "fold2" / "metrics.json").is_file() and metrics["fold"] == 2
-    assert os.listdir(parent) == ["fold2"]
+    assert sorted(os.listdir(parent)) == [".fold2.lock", "checkpoints", "fold2"]
+    assert os.listdir(parent / "checkpoints") == []  # removed with the fold written

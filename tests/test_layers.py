@@ -19,7 +19,7 @@ PACKAGE = "speechstack"
 
 # lowest first; a module's layer is that of its longest listed prefix
 LAYERS: list[set[str]] = [
-    {"speechstack", "artifacts", "audio", "registry"},
+    {"speechstack", "artifacts", "audio", "registry", "interrupt", "lock"},
     {"config"},
     {
         "features",
@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
         "report",
         "submission",
         "distributed",
+        "checkpoint",
         "leaderboard",
         "dashboard",
         "synth",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +16,50 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+
+def _owner_tag() -> str:
+    """``<host hash>-<pid>``: part of every temp name, so an orphan (its process gone) can be
+    told from a temp file that a live process on this or another machine is writing."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
+    return f"{host}-{os.getpid()}"
+
+
+# .<name>.<host>-<pid>.<random>.tmp[suffix] (atomic_path, atomic_directory) or
+# .<name>.<host>-<pid>.<random>.old (a folder set aside while being replaced)
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{4})-(?P<pid>\d+)\.[^.]+\.(tmp|old)")
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_orphans(folder: Path, recursive: bool = True) -> list[Path]:
+    """Remove the temp files and folders of atomic writes in ``folder`` whose process (on
+    this machine) is gone: what ``kill -9`` or a power cut leaves. Returns what was removed;
+    another machine's or a live process's temp files are never touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = _owner_tag().split("-")[0]
+    removed = []
+    candidates = folder.rglob(".*") if recursive else folder.glob(".*")
+    for path in sorted(candidates):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or match["host"] != host or not _process_is_gone(int(match["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def _umask() -> int:
@@ -29,20 +76,34 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}"
-    )
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{_owner_tag()}.", suffix=f".tmp{suffix}"
+        )
     os.close(handle)
     temp = Path(temp_name)
     try:
-        yield temp
-        with open(temp, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(temp, path)
+        with _naming(path, temp):
+            yield temp
+            with open(temp, "rb") as stream:
+                os.fsync(stream.fileno())
+            os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+            os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path, temp: Path | None = None) -> Iterator[None]:
+    """An ``OSError`` (permission denied, a full disk, a read-only file system) about the
+    folder or the temp file of an atomic write names the artefact the user asked for."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename in (None, str(path.parent), str(temp)) or temp is None:
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
 
 
@@ -71,12 +132,16 @@ def atomic_write_frame(path: Path, frame: pl.DataFrame) -> None:
 def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; on success it replaces ``path`` as a whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    owner = _owner_tag()
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(
+            tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
+        )
     try:
         yield temp
         os.chmod(temp, 0o777 & ~_umask())
-        old = path.parent / f".{path.name}.{uuid.uuid4().hex}.old"
+        old = path.parent / f".{path.name}.{owner}.{uuid.uuid4().hex}.old"
         if path.exists():
             os.replace(path, old)  # set aside, restored if the swap fails
         try:
@@ -89,3 +154,54 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+class ArtifactError(ValueError):
+    """An artefact that exists but cannot be read (truncated, damaged, not what it says)."""
+
+
+def read_frame(path: Path) -> pl.DataFrame:
+    """A parquet or CSV table written by this package; a damaged file is an
+    :class:`ArtifactError` naming it (a missing one stays ``FileNotFoundError``)."""
+    path = Path(path)
+    readers: dict[str, Callable[[Path], pl.DataFrame]] = {
+        ".parquet": pl.read_parquet,
+        ".csv": pl.read_csv,
+    }
+    if path.suffix not in readers:
+        raise ValueError(f"{path}: unsupported table format (use .parquet or .csv)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return readers[path.suffix](path)
+    except Exception as error:
+        raise ArtifactError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged: delete "
+            "it and re-run the step that wrote it"
+        ) from error
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file, as recorded beside artefacts to tell a damaged copy."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            sha.update(block)
+    return {"bytes": Path(path).stat().st_size, "sha256": sha.hexdigest()}
+
+
+def damaged_files(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[str]:
+    """The files of ``recorded`` (name -> :func:`file_digest`) in ``folder`` that are missing
+    or differ, each with why; the cheap size check first."""
+    problems = []
+    for name, expected in sorted(recorded.items()):
+        path = Path(folder) / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(
+                f"{path} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+            )
+        elif file_digest(path)["sha256"] != expected["sha256"]:
+            problems.append(f"{path} differs from what was written (SHA-256)")
+    return problems

@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -193,6 +195,7 @@ def cmd_submission(args: argparse.Namespace) -> None:
         accuracy_by_condition,
         predictions_to_submission,
         score_submission,
+        skipped_validation,
         write_submission,
     )
     from speechstack.tasks import create_task
@@ -231,15 +234,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
         )["label"].to_numpy()
         score = float((truth == predicted).mean())
     submission = predictions_to_submission(probabilities, task.labels)
+    sample = task.sample_submission()
     path = write_submission(
-        submission,
-        Path(args.out),
-        config.task.dataset_name,
-        score,
-        task.labels,
-        task.sample_submission(),
+        submission, Path(args.out), config.task.dataset_name, score, task.labels, sample
     )
     print(f"wrote {path} ({submission.height} rows, CV accuracy {score:.4f})")
+    if sample is None:
+        print(f"warning: {skipped_validation(task)}", file=sys.stderr)
     from speechstack.folds import read_folds
     from speechstack.submission import share_warnings
 
@@ -264,6 +265,15 @@ def _print_conditions(table: dict[str, list[tuple[str, float, int]]]) -> None:
     for column, rows in table.items():
         cells = "  ".join(f"{value}: {accuracy:.3f}/{clips}" for value, accuracy, clips in rows)
         print(f"  {column:<9} {cells}")
+
+
+def cmd_clean_tmp(args: argparse.Namespace) -> None:
+    from speechstack.artifacts import remove_orphans
+
+    removed = [path for folder in args.folders for path in remove_orphans(Path(folder))]
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} temp file(s) of killed runs removed from {', '.join(args.folders)}")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -319,16 +329,26 @@ def cmd_predict(args: argparse.Namespace) -> None:
     labels = create_task(config.task).labels
     source = args.source or config.stack.name
     audio = Path(args.audio)
-    predictions = predict_folder(config, audio, source, labels, tta=not args.no_tta)
+    predictions, unreadable = predict_folder(
+        config, audio, source, labels, tta=not args.no_tta, strict=args.strict
+    )
     out = (
         Path(args.out)
         if args.out
         else config.task_runs_dir / source / "predictions" / f"{audio.resolve().name}.csv"
     )
+    bad_list = out.with_name(f"{out.stem}.bad.csv")
     atomic_write_frame(out, predictions)
+    if unreadable.height:
+        atomic_write_frame(bad_list, unreadable)
+    else:
+        bad_list.unlink(missing_ok=True)  # a previous run's list would no longer be true
     counts = predictions.group_by("label").len().sort("label")
     print(f"wrote {out}: {predictions.height} files predicted by {source!r}")
     print(format_table(["label", "files"], counts.rows()))
+    if unreadable.height:
+        plural = "s" if unreadable.height != 1 else ""
+        print(f"{unreadable.height} file{plural} could not be read: see {bad_list}")
     if args.answers:
         accuracy, scored = score_predictions(predictions, Path(args.answers))
         print(f"accuracy against {args.answers}: {accuracy:.4f} ({scored} files)")
@@ -591,13 +611,25 @@ def build_parser() -> argparse.ArgumentParser:
     submission = verb("submission", cmd_submission, "write a validated submission CSV")
     _add_config_arguments(submission)
     submission.add_argument("--source", help="stack (default) or an experiment name")
-    submission.add_argument("--out", default="submissions")
+    submission.add_argument(
+        "--out",
+        default="submissions",
+        help="a folder (named <task>-<time>-cv<score>.csv inside) or a file ending in .csv; "
+        "never overwrites (default submissions)",
+    )
 
     submit_parser = verb("submit", cmd_submit, "upload a submission with the kaggle CLI")
     submit_parser.add_argument("--file", help="CSV to upload (default: newest in submissions/)")
     submit_parser.add_argument("--dir", default="submissions")
     submit_parser.add_argument("--message", "-m")
     submit_parser.add_argument("--dry-run", action="store_true", help="print the command only")
+
+    clean_tmp = verb(
+        "clean-tmp", cmd_clean_tmp, "remove temp files that killed runs left (owner process gone)"
+    )
+    clean_tmp.add_argument(
+        "folders", nargs="*", default=["runs", "cache", "submissions", "folds", "data"]
+    )
 
     report = verb("report", cmd_report, "classification reports of experiments and stacks")
     _add_config_arguments(report)
@@ -611,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--answers", help="CSV of path,label to score the predictions")
     predict.add_argument(
         "--no-tta", action="store_true", help="no test-time views (predict.tta), to compare"
+    )
+    predict.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on any unreadable audio file (default: predict the rest, list the "
+        "unreadable ones in <out stem>.bad.csv)",
     )
 
     pseudo = verb("pseudo", cmd_pseudo, "pseudo-label confident test clips for the next round")
@@ -650,30 +688,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(error: BaseException) -> str:
+    """The one line a user sees for ``error``: an operating-system error as
+    ``<reason>: <file>``, any other as its message, with a message's later lines (a config
+    error lists its problems below a heading) joined onto the first."""
+    if isinstance(error, OSError) and error.strerror:
+        files = [str(name) for name in (error.filename, error.filename2) if name is not None]
+        message = f"{error.strerror}: {' -> '.join(files)}" if files else error.strerror
+    elif isinstance(error, KeyError) and error.args:
+        message = str(error.args[0])
+    else:
+        message = str(error) or type(error).__name__
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    head = lines[0].rstrip(":")
+    return f"{head}: {'; '.join(lines[1:])}"
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (``kill``, a job scheduler, ``docker stop``) stops a verb like Ctrl-C does:
+    finished work is kept, partial files are removed, the exit status is 130."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_on_sigterm()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     try:
         args.handler(args)
-    except KeyboardInterrupt:
-        print(
-            "interrupted; finished folds and files are kept, partial ones removed", file=sys.stderr
+    except KeyboardInterrupt as interrupted:
+        from speechstack.interrupt import FoldsInterrupted
+
+        message = (
+            str(interrupted)
+            if isinstance(interrupted, FoldsInterrupted)
+            else "interrupted; finished folds and files are kept, partial ones removed"
         )
+        print(message, file=sys.stderr)
         return 130
     except (
         ConfigError,
         KeyError,
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,  # FileNotFoundError, FileExistsError, PermissionError, a full disk
         RuntimeError,
     ) as error:
         if args.verbose:
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     return 0
 

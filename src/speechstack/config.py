@@ -265,6 +265,9 @@ class TrainConfig(Strict):
     # folds `train` trains at once, each in its own process, the CPU cores shared between
     # them; auto: one per core (at most one per fold) on the CPU, 1 on a GPU or under torchrun
     parallel_folds: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # after every epoch, the whole training state (model, optimiser, scheduler, scaler, RNGs,
+    # best epoch so far) goes to runs/.../checkpoints/fold<k>.pt: a killed fold resumes there
+    checkpoint: bool = True
     # per epoch, the clips of each listed label are drawn afresh (without replacement) up to
     # `ratio` x the mean clip count of the other labels on the training side, so a large
     # label (Speech Commands' `unknown`) is seen in full over the epochs without swamping any
@@ -431,6 +434,7 @@ class TuneConfig(Strict):
 # training): left out of a run's identity, so changing them keeps finished folds.
 RESULT_NEUTRAL = {
     ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
+    ("train", "checkpoint"),
     ("predict", "batch_size"), ("predict", "num_workers"),
     ("runs_dir",), ("cache_dir",),
     ("stack",), ("pseudo",), ("solution",), ("tune",),

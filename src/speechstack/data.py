@@ -7,6 +7,7 @@ epoch; augmentation is drawn from a seeded generator per worker, never the clock
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -19,12 +20,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from tqdm.auto import tqdm
 
-from speechstack.artifacts import atomic_path
-from speechstack.audio import fit_length, read_audio
+from speechstack.artifacts import atomic_path, remove_orphans
+from speechstack.audio import AudioError, fit_length, read_audio
 from speechstack.config import AudioConfig
 
 WaveformTransform = Callable[[np.ndarray, int], np.ndarray]
 ClipCondition = Callable[[np.ndarray, str], np.ndarray]  # (waveform, fname) -> waveform
+
+log = logging.getLogger(__name__)
 
 
 class SegmentSource:
@@ -228,17 +231,42 @@ class WaveformStore:
         key = cache_key(manifest, sample_rate, max_samples, variable_length)
         path = Path(cache_dir) / f"waveforms-{key}.npy"
         lengths_path = Path(cache_dir) / f"lengths-{key}.npy"
-        if not path.is_file() or (variable_length and not lengths_path.is_file()):
-            waveforms, lengths = cls._decode(
-                manifest, sample_rate, max_samples, variable_length, progress
-            )
-            if variable_length:  # written first: the waveforms file marks a complete entry
-                with atomic_path(lengths_path, ".npy") as temp, open(temp, "wb") as stream:
-                    np.save(stream, lengths)
-            with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
-                np.save(stream, waveforms)
+        for orphan in remove_orphans(Path(cache_dir), recursive=False):
+            log.info("removed %s, left by a killed run", orphan)
+        cached = cls._load_cached(path, lengths_path, variable_length, manifest.height)
+        if cached is not None:
+            return cached
+        waveforms, lengths = cls._decode(
+            manifest, sample_rate, max_samples, variable_length, progress
+        )
+        if variable_length:  # written first: the waveforms file marks a complete entry
+            with atomic_path(lengths_path, ".npy") as temp, open(temp, "wb") as stream:
+                np.save(stream, lengths)
+        with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
+            np.save(stream, waveforms)
         lengths = np.load(lengths_path) if variable_length else None
         return cls(np.load(path, mmap_mode="r"), lengths)
+
+    @classmethod
+    def _load_cached(
+        cls, path: Path, lengths_path: Path, variable_length: bool, clips: int
+    ) -> WaveformStore | None:
+        """The cache entry, or None when there is none or it is damaged (truncated, or not
+        one row per clip): a damaged entry is removed, named in a warning, and decoded
+        again."""
+        if not path.is_file() or (variable_length and not lengths_path.is_file()):
+            return None
+        try:
+            waveforms = np.load(path, mmap_mode="r")
+            lengths = np.load(lengths_path) if variable_length else None
+            if waveforms.shape[0] != clips or (lengths is not None and len(lengths) != clips):
+                raise ValueError(f"{waveforms.shape[0]} rows for {clips} clips")
+        except (OSError, ValueError, EOFError) as error:
+            log.warning("cache %s is damaged (%s); decoding again", path, error)
+            path.unlink(missing_ok=True)
+            lengths_path.unlink(missing_ok=True)
+            return None
+        return cls(waveforms, lengths)
 
     @staticmethod
     def _decode(
@@ -261,6 +289,47 @@ class WaveformStore:
 
     def __len__(self) -> int:
         return self.waveforms.shape[0]
+
+
+def unreadable_clips(
+    manifest: pl.DataFrame, sample_rate: int, progress: bool = False
+) -> pl.DataFrame:
+    """``fname,reason`` of every clip of ``manifest`` that cannot be decoded, found by
+    decoding each one as training and prediction do (``decode_clip``); the reason is the
+    decoder's message on one line, naming the clip by ``fname`` rather than its path."""
+    bad: dict[str, list[str]] = {"fname": [], "reason": []}
+    rows = manifest.select("fname", "path", "start", "duration", "gain_db").iter_rows(named=True)
+    for row in tqdm(rows, total=manifest.height, desc="check", disable=not progress, leave=False):
+        try:
+            decode_clip(row, sample_rate)
+        except (AudioError, OSError) as error:
+            reason = str(error).removeprefix(f"{row['path']}: ").replace(row["path"], row["fname"])
+            bad["fname"].append(row["fname"])
+            bad["reason"].append(" ".join(reason.split()))
+    return pl.DataFrame(bad, schema={"fname": pl.String, "reason": pl.String})
+
+
+def checked_decodable(
+    manifest: pl.DataFrame, sample_rate: int, cache_dir: Path | None, what: str
+) -> None:
+    """Raise ``AudioError`` naming the first bad clip (and how many) unless every clip of
+    ``manifest`` decodes. The clean result is remembered in ``cache_dir`` under the same
+    key as a decode cache (paths, sizes, times), so unchanged files are checked once."""
+    marker = None
+    if cache_dir is not None:
+        marker = Path(cache_dir) / f"decodable-{cache_key(manifest, sample_rate, 0)}"
+        if marker.is_file():
+            return
+    bad = unreadable_clips(manifest, sample_rate)
+    if bad.height:
+        path = manifest.filter(pl.col("fname") == bad["fname"][0])["path"][0]
+        raise AudioError(
+            f"{path}: {bad['reason'][0]} ({bad.height} of the {manifest.height} {what} clips "
+            "cannot be decoded; found before training: fix or remove them)"
+        )
+    if marker is not None:
+        with atomic_path(marker) as temp:
+            temp.write_text("")
 
 
 def cache_key(

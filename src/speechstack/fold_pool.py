@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
+from speechstack import interrupt
 from speechstack.config import Config
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,14 @@ def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: 
 
 def train_folds_in_parallel(config: Config, folds: list[int], processes: int) -> dict[int, Any]:
     """Train ``folds`` in ``processes`` worker processes; returns each fold's metrics. A
-    failed fold does not stop the others; the first failure is raised once all are done."""
+    failed fold does not stop the others; the first failure is raised once all are done.
+
+    Ctrl-C (or SIGTERM) sets a shared stop event: the workers, which ignore SIGINT, stop
+    at their next batch, folds not yet started are not started, and
+    :class:`interrupt.FoldsInterrupted` names the folds that finished."""
     context = multiprocessing.get_context("spawn")
     unfinished = context.Value("i", len(folds))
+    stop = context.Event()
     cores = os.cpu_count() or 1
     print(f"training folds {folds} of {config.experiment}, {processes} at a time", flush=True)
     results: dict[int, Any] = {}
@@ -52,23 +59,32 @@ def train_folds_in_parallel(config: Config, folds: list[int], processes: int) ->
         processes,
         mp_context=context,
         initializer=_worker_init,
-        initargs=(unfinished, processes, cores),
+        initargs=(unfinished, processes, cores, stop),
     ) as pool:
         futures: dict[Future[Any], int] = {
             pool.submit(_train_one_fold, config, fold): fold for fold in folds
         }
         try:
-            for future in as_completed(futures):
+            for future in _as_completed(futures):
                 fold = futures[future]
                 error = future.exception()
                 if error is None:
                     results[fold] = future.result()
+                elif isinstance(error, KeyboardInterrupt):
+                    stop.set()  # a worker saw the stop: the parent is being interrupted
                 else:
                     log.error("fold %d of %s failed: %s", fold, config.experiment, error)
                     failures.append((fold, error))
-        except BaseException:  # Ctrl-C: the workers got it too; nothing more starts
+        except KeyboardInterrupt:
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            for future, fold in futures.items():  # folds that finished while stopping
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    results[fold] = future.result()
+            left = [fold for fold in folds if fold not in results]
+            raise interrupt.FoldsInterrupted(
+                interrupt.summary(config.experiment, sorted(results), left)
+            ) from None
     if failures:
         fold, error = failures[0]
         failed = ", ".join(str(k) for k, _ in failures)
@@ -77,6 +93,15 @@ def train_folds_in_parallel(config: Config, folds: list[int], processes: int) ->
             f"trains the rest); fold {fold}: {error}"
         ) from error
     return results
+
+
+def _as_completed(futures: dict[Future[Any], int]) -> Iterator[Future[Any]]:
+    """``as_completed`` that wakes every half second: a blocking wait on the pool's lock can
+    hold a Ctrl-C in the parent until a fold ends, by which time the others trained on."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        yield from done
 
 
 def core_share(cores: int, processes: int, unfinished: int) -> int:
@@ -93,9 +118,12 @@ _processes = 1
 _cores = 1
 
 
-def _worker_init(unfinished: Synchronized[int], processes: int, cores: int) -> None:
+def _worker_init(
+    unfinished: Synchronized[int], processes: int, cores: int, stop: interrupt.StopEvent
+) -> None:
     global _unfinished, _processes, _cores
     _unfinished, _processes, _cores = unfinished, processes, cores
+    interrupt.watch(stop)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
 
@@ -117,6 +145,7 @@ def _train_one_fold(config: Config, fold: int) -> Any:
 
     assert _unfinished is not None
     try:
+        interrupt.check()  # queued before a stop: never started
         threads = _share_cores(config)
         print(f"fold {fold}: training ({threads} thread{'s' * (threads > 1)})", flush=True)
 

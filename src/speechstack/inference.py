@@ -6,7 +6,10 @@ Every clip goes through the same sliding windows as validation (``ClipDataset``)
 recordings are averaged over windows exactly as during training's evaluation.
 
 The output CSV has ``path`` (relative to the audio folder), ``label`` (the most probable)
-and one probability column per label, written atomically.
+and one probability column per label, written atomically. Every file is decoded first
+(``data.unreadable_clips``): the ones that cannot be read are left out and listed with their
+reasons (``speechstack predict`` writes them to ``<out>.bad.csv``), or refused with
+``strict``.
 """
 
 from __future__ import annotations
@@ -14,16 +17,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 import torch
-import yaml
 from torch import nn
 
-from speechstack.config import Config, TtaView
-from speechstack.data import ClipDataset, make_loader
+from speechstack.artifacts import damaged_files
+from speechstack.config import Config, TtaView, load_config
+from speechstack.data import ClipDataset, make_loader, unreadable_clips
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import TEST_COLUMNS, manifest_frame
 from speechstack.train import Precision, predict_probabilities, resolve_device
@@ -33,6 +36,14 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
 class PredictError(ValueError):
     """Missing audio or runs; the message names the folder."""
+
+
+class FolderPredictions(NamedTuple):
+    """``predict_folder``'s result: the readable files' predictions and the unreadable
+    files (``fname,reason``, empty when every file was read)."""
+
+    predictions: pl.DataFrame
+    unreadable: pl.DataFrame
 
 
 def audio_manifest(folder: Path) -> pl.DataFrame:
@@ -66,8 +77,23 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Conf
     weights = folder / "model.pt"
     if not weights.is_file():
         raise PredictError(f"{weights} not found: the fold is not trained")
-    config = Config.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
-    saved: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)
+    metrics_path = folder / "metrics.json"
+    recorded = (
+        json.loads(metrics_path.read_text()).get("files", {}) if metrics_path.is_file() else {}
+    )
+    problems = damaged_files(folder, recorded)
+    if problems:
+        raise PredictError(
+            f"fold {folder} is damaged: {'; '.join(problems)}; `make train` trains it again"
+        )
+    config = load_config(folder / "config.yaml")
+    try:
+        saved: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise PredictError(
+            f"{weights} cannot be loaded ({type(error).__name__}: {error}); delete the fold "
+            "folder and `make train` trains it again"
+        ) from error
     classes = list(saved["classes"])
     class_to_label = np.asarray(
         saved.get("class_to_label", np.eye(len(classes)).tolist()), dtype=np.float32
@@ -132,18 +158,37 @@ def predict_folder(
     labels: list[str],
     progress: bool = True,
     tta: bool = True,
-) -> pl.DataFrame:
+    strict: bool = False,
+) -> FolderPredictions:
     """Predictions of ``source`` (an experiment or the stack named ``config.stack.name``)
-    for every audio file under ``audio_dir``: path, label, one probability per label.
-    ``tta=False`` predicts the windows as they are (to measure what the views add)."""
+    for every readable audio file under ``audio_dir``: path, label, one probability per
+    label; and the unreadable files with their reasons. Every file is decoded before any
+    model is loaded; ``strict`` refuses a folder with any unreadable file, and a folder
+    with no readable one is always refused. ``tta=False`` predicts the windows as they are
+    (to measure what the views add)."""
     views = None if tta else []
     from speechstack.stack import apply_stack
 
     manifest = audio_manifest(audio_dir)
-    device = resolve_device(config.train.device)
     source_dir = config.task_runs_dir / source
     if not source_dir.is_dir():
         raise PredictError(f"{source_dir}: no such run (train or stack it first)")
+    unreadable = unreadable_clips(manifest, config.audio.sample_rate, progress)
+    if unreadable.height:
+        first, reason = unreadable.row(0)
+        if unreadable.height == manifest.height:
+            raise PredictError(
+                f"{audio_dir}: none of its {manifest.height} audio files can be read "
+                f"(e.g. {first}: {reason})"
+            )
+        if strict:
+            raise PredictError(
+                f"{Path(audio_dir) / first}: {reason}; {unreadable.height} of "
+                f"{manifest.height} audio files cannot be read (--strict; without it the "
+                "readable ones are predicted and the rest listed)"
+            )
+        manifest = manifest.filter(~pl.col("fname").is_in(unreadable["fname"].to_list()))
+    device = resolve_device(config.train.device)
     stack_spec = source_dir / "stacker.json"
     if stack_spec.is_file():
         experiments = json.loads(stack_spec.read_text())["experiments"]
@@ -164,13 +209,14 @@ def predict_folder(
     else:
         probabilities = predict_experiment(source_dir, manifest, device, progress, views)
     predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
-    return pl.DataFrame(
+    predictions = pl.DataFrame(
         {
             "path": manifest["fname"],
             "label": predicted,
             **{label: probabilities[:, i].astype(np.float32) for i, label in enumerate(labels)},
         }
     )
+    return FolderPredictions(predictions, unreadable)
 
 
 def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from speechstack.artifacts import read_frame
 from speechstack.folds import fold_count, read_folds
 from speechstack.submission import predicted_labels
 
@@ -34,6 +35,8 @@ def leaderboard(task_runs: Path, folds_file: Path, labels: list[str]) -> list[En
     folds = read_folds(folds_file)
     k = fold_count(folds)
     truth = dict(zip(folds["fname"], folds["label"], strict=True))
+    if not task_runs.is_dir():
+        raise FileNotFoundError(f"{task_runs}: no runs yet; run `make train` first")
     entries = []
     for folder in sorted(p for p in task_runs.iterdir() if p.is_dir()):
         metrics = [
@@ -43,7 +46,7 @@ def leaderboard(task_runs: Path, folds_file: Path, labels: list[str]) -> list[En
             continue
         cv = None
         if len(metrics) == k:
-            oof = pl.concat(pl.read_parquet(p) for p in sorted(folder.glob("fold*/oof.parquet")))
+            oof = pl.concat(read_frame(p) for p in sorted(folder.glob("fold*/oof.parquet")))
             predicted = predicted_labels(oof, labels)
             expected = np.asarray([truth.get(name) for name in oof["fname"]])
             cv = float((predicted == expected).mean())

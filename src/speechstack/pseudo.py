@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from speechstack.artifacts import atomic_write_frame
+from speechstack.artifacts import atomic_write_frame, read_frame
 from speechstack.config import Config, PseudoConfig
 from speechstack.stack import collect_test
 from speechstack.submission import predicted_labels
@@ -95,7 +95,7 @@ def _stack_predictions(
             f"{test_path} not found: the stack '{run_dir.name}' has no test predictions "
             "(run `make stack` after training on data with a test set)"
         )
-    stack = pl.read_parquet(test_path)
+    stack = read_frame(test_path)
     _check_label_columns(stack, test_path, labels)
     stack = stack.select("fname", *labels).sort("fname")
     if not agreement:
@@ -136,7 +136,7 @@ def _experiment_predictions(
     if agreement:
         first: np.ndarray | None = None
         for path in paths:
-            fold = pl.read_parquet(path)
+            fold = read_frame(path)
             _check_label_columns(fold, path, labels)
             fold = averaged.select("fname").join(fold, on="fname", how="left")
             if fold[labels[0]].null_count():

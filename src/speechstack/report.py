@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from speechstack.artifacts import atomic_path, atomic_write_json, atomic_write_text
+from speechstack.artifacts import atomic_path, atomic_write_json, atomic_write_text, read_frame
 from speechstack.submission import predicted_labels
 
 REPORT_FILES = ("report.md", "confusion.png", "report.json")
@@ -195,8 +195,8 @@ def read_oof(run_dir: Path) -> pl.DataFrame:
     ``fold*/oof.parquet`` files of an experiment, concatenated."""
     single = run_dir / "oof.parquet"
     if single.is_file():
-        return pl.read_parquet(single)
+        return read_frame(single)
     paths = sorted(run_dir.glob("fold*/oof.parquet"))
     if not paths:
         raise FileNotFoundError(f"{run_dir}: no out-of-fold predictions (train it first)")
-    return pl.concat(pl.read_parquet(path) for path in paths)
+    return pl.concat(read_frame(path) for path in paths)

@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from speechstack.artifacts import atomic_write_json
+from speechstack.artifacts import atomic_write_json, read_frame
 from speechstack.config import Config, load_config
 from speechstack.folds import write_folds
 from speechstack.pseudo import (
@@ -44,6 +44,7 @@ from speechstack.submission import (
     predictions_to_submission,
     score_submission,
     share_warnings,
+    skipped_validation,
     write_submission,
 )
 from speechstack.tasks import Task, create_task
@@ -213,7 +214,7 @@ def _stack(
             SourceScore(f"{name}: {combiner}", number, "stack", scores["cv"], scores["shifted"])
         )
     test_path = runs / name / "test.parquet"
-    test = pl.read_parquet(test_path) if test_path.is_file() else None
+    test = read_frame(test_path) if test_path.is_file() else None
     report.rows.append(
         SourceScore(
             f"{name} (kept: {metrics['selected']})",
@@ -244,13 +245,15 @@ def _submit(recipe: Config, task: Task, stack_name: str, report: SolutionReport)
         log.info("%s: no test predictions (the data has no test set); no submission", stack_dir)
         return
     metrics = json.loads((stack_dir / "metrics.json").read_text())
-    probabilities = pl.read_parquet(test_path)
+    probabilities = read_frame(test_path)
     submission = predictions_to_submission(probabilities, task.labels)
     from speechstack.folds import read_folds
 
     report.warnings = share_warnings(
         submission["label"], read_folds(recipe.folds_file)["label"], task.labels
     )
+    if task.sample_submission() is None:
+        report.warnings.append(skipped_validation(task))
     path = write_submission(
         submission,
         Path("submissions"),

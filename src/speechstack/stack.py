@@ -28,9 +28,11 @@ from speechstack.artifacts import (
     atomic_write_frame,
     atomic_write_json,
     atomic_write_text,
+    read_frame,
 )
 from speechstack.config import StackConfig
 from speechstack.folds import fold_count, read_folds
+from speechstack.lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def _read_experiment(run_dir: Path, k: int, kind: str) -> pl.DataFrame:
                 f"{path} is missing: fold {fold} of experiment '{run_dir.name}' is not trained "
                 f"(run `make train-fold ... FOLD={fold}` or `make train`)"
             )
-        frames.append(pl.read_parquet(path).with_columns(pl.lit(fold).alias("_fold")))
+        frames.append(read_frame(path).with_columns(pl.lit(fold).alias("_fold")))
     return pl.concat(frames)
 
 
@@ -172,127 +174,135 @@ def run_stack(
 
     When every fold wrote ``oof_shifted.parquet`` the stacker is fitted on those rows and
     the sources are compared on them: the clean OOF rows flatter, and a stacker fitted on
-    them learns a confidence the shifted test does not have."""
-    import lightgbm
+    them learns a confidence the shifted test does not have. A second stack of the same
+    name at once is refused (``RunLockedError``)."""
+    with RunLock(runs_dir, f"stack-{config.name}", f"stack {config.name!r}"):
+        import lightgbm
 
-    folds = read_folds(folds_file)
-    k = fold_count(folds)
-    names = config.experiments
-    clean = collect_oof(runs_dir, names, folds, labels)
-    shifted = (
-        collect_oof(runs_dir, names, folds, labels, kind="oof_shifted")
-        if has_shifted_oof(runs_dir, names, k)
-        else None
-    )
-    fit_table = shifted if shifted is not None else clean
-    truth = clean["label"].replace_strict({label: i for i, label in enumerate(labels)}).to_numpy()
-    fold_of = clean["fold"].to_numpy()
-    feature_columns = [c for c in clean.columns if ":" in c]
-    tables = {"cv": clean} | ({"shifted": shifted} if shifted is not None else {})
-    test = collect_test(runs_dir, names, k, labels)
-
-    stacked = {key: np.zeros((clean.height, len(labels))) for key in tables}
-    test_stacked = None if test is None else np.zeros((test.height, len(labels)))
-    present = np.unique(truth)
-    stackers: list[tuple[Any, list[int]]] = []  # (fitted model, label index of each column)
-    fit_features = fit_table.select(feature_columns).to_numpy()
-    for fold in range(k):
-        train_rows, held_rows = fold_of != fold, fold_of == fold
-        model = lightgbm.LGBMClassifier(
-            objective="multiclass" if len(np.unique(truth[train_rows])) > 2 else "binary",
-            random_state=config.seed + fold,
-            verbose=-1,
-            **config.lightgbm.model_dump(),
+        folds = read_folds(folds_file)
+        k = fold_count(folds)
+        names = config.experiments
+        clean = collect_oof(runs_dir, names, folds, labels)
+        shifted = (
+            collect_oof(runs_dir, names, folds, labels, kind="oof_shifted")
+            if has_shifted_oof(runs_dir, names, k)
+            else None
         )
-        model.fit(fit_features[train_rows], truth[train_rows])
-        # Classes absent from the training rows get probability 0 in their column.
-        columns = np.searchsorted(present, model.classes_)
-        stackers.append((model, present[columns].tolist()))
-        for key, table in tables.items():
-            features = table.select(feature_columns).to_numpy()[held_rows]
-            stacked[key][np.ix_(held_rows, present[columns])] = model.predict_proba(features)
-        if test is not None and test_stacked is not None:
-            test_stacked[:, present[columns]] += (
-                model.predict_proba(test.select(feature_columns).to_numpy()) / k
+        fit_table = shifted if shifted is not None else clean
+        truth = (
+            clean["label"].replace_strict({label: i for i, label in enumerate(labels)}).to_numpy()
+        )
+        fold_of = clean["fold"].to_numpy()
+        feature_columns = [c for c in clean.columns if ":" in c]
+        tables = {"cv": clean} | ({"shifted": shifted} if shifted is not None else {})
+        test = collect_test(runs_dir, names, k, labels)
+
+        stacked = {key: np.zeros((clean.height, len(labels))) for key in tables}
+        test_stacked = None if test is None else np.zeros((test.height, len(labels)))
+        present = np.unique(truth)
+        stackers: list[tuple[Any, list[int]]] = []  # (fitted model, label index of each column)
+        fit_features = fit_table.select(feature_columns).to_numpy()
+        for fold in range(k):
+            train_rows, held_rows = fold_of != fold, fold_of == fold
+            model = lightgbm.LGBMClassifier(
+                objective="multiclass" if len(np.unique(truth[train_rows])) > 2 else "binary",
+                random_state=config.seed + fold,
+                verbose=-1,
+                **config.lightgbm.model_dump(),
+            )
+            model.fit(fit_features[train_rows], truth[train_rows])
+            # Classes absent from the training rows get probability 0 in their column.
+            columns = np.searchsorted(present, model.classes_)
+            stackers.append((model, present[columns].tolist()))
+            for key, table in tables.items():
+                features = table.select(feature_columns).to_numpy()[held_rows]
+                stacked[key][np.ix_(held_rows, present[columns])] = model.predict_proba(features)
+            if test is not None and test_stacked is not None:
+                test_stacked[:, present[columns]] += (
+                    model.predict_proba(test.select(feature_columns).to_numpy()) / k
+                )
+
+        # Every candidate source: OOF probabilities per condition, and its test probabilities.
+        candidates: dict[str, dict[str, np.ndarray | None]] = {
+            MEAN: {key: mean_probabilities(t, names, labels) for key, t in tables.items()}
+            | {"test": None if test is None else mean_probabilities(test, names, labels)},
+        }
+        for name in names:
+            candidates[name] = {
+                key: member_probabilities(t, name, labels) for key, t in tables.items()
+            }
+            candidates[name]["test"] = (
+                None if test is None else member_probabilities(test, name, labels)
+            )
+        candidates[LIGHTGBM] = {**stacked, "test": test_stacked}
+        scores: dict[str, dict[str, float | None]] = {
+            name: {key: accuracy(c[key], truth) if key in c else None for key in ("cv", "shifted")}
+            for name, c in candidates.items()
+        }
+        by = "shifted" if shifted is not None else "cv"
+        selected, reason = choose_source(scores, by)
+        chosen = candidates[selected]
+        metrics = {
+            "experiments": {name: scores[name]["cv"] for name in names},
+            "sources": scores,
+            "selected": selected,
+            "selected_by": by,
+            "reason": reason,
+            "stack_accuracy": scores[selected]["cv"],
+            "stack_accuracy_shifted": scores[selected]["shifted"],
+            "mean_accuracy": scores[MEAN]["cv"],
+            "lightgbm_accuracy": scores[LIGHTGBM]["cv"],
+            "folds": k,
+            "clips": clean.height,
+            "test_clips": 0 if test is None else test.height,
+        }
+
+        def frame(fnames: pl.Series, probabilities: np.ndarray) -> pl.DataFrame:
+            return pl.DataFrame(
+                {"fname": fnames, **{c: probabilities[:, i] for i, c in enumerate(labels)}}
             )
 
-    # Every candidate source: OOF probabilities per condition, and its test probabilities.
-    candidates: dict[str, dict[str, np.ndarray | None]] = {
-        MEAN: {key: mean_probabilities(t, names, labels) for key, t in tables.items()}
-        | {"test": None if test is None else mean_probabilities(test, names, labels)},
-    }
-    for name in names:
-        candidates[name] = {key: member_probabilities(t, name, labels) for key, t in tables.items()}
-        candidates[name]["test"] = (
-            None if test is None else member_probabilities(test, name, labels)
-        )
-    candidates[LIGHTGBM] = {**stacked, "test": test_stacked}
-    scores: dict[str, dict[str, float | None]] = {
-        name: {key: accuracy(c[key], truth) if key in c else None for key in ("cv", "shifted")}
-        for name, c in candidates.items()
-    }
-    by = "shifted" if shifted is not None else "cv"
-    selected, reason = choose_source(scores, by)
-    chosen = candidates[selected]
-    metrics = {
-        "experiments": {name: scores[name]["cv"] for name in names},
-        "sources": scores,
-        "selected": selected,
-        "selected_by": by,
-        "reason": reason,
-        "stack_accuracy": scores[selected]["cv"],
-        "stack_accuracy_shifted": scores[selected]["shifted"],
-        "mean_accuracy": scores[MEAN]["cv"],
-        "lightgbm_accuracy": scores[LIGHTGBM]["cv"],
-        "folds": k,
-        "clips": clean.height,
-        "test_clips": 0 if test is None else test.height,
-    }
-
-    def frame(fnames: pl.Series, probabilities: np.ndarray) -> pl.DataFrame:
-        return pl.DataFrame(
-            {"fname": fnames, **{c: probabilities[:, i] for i, c in enumerate(labels)}}
-        )
-
-    stack_oof = frame(clean["fname"], chosen["cv"])
-    out_dir = runs_dir / config.name
-    with atomic_directory(out_dir) as folder:
-        atomic_write_frame(folder / "oof.parquet", stack_oof)
-        if shifted is not None:
-            atomic_write_frame(
-                folder / "oof_shifted.parquet", frame(clean["fname"], chosen["shifted"])
+        stack_oof = frame(clean["fname"], chosen["cv"])
+        out_dir = runs_dir / config.name
+        with atomic_directory(out_dir) as folder:
+            atomic_write_frame(folder / "oof.parquet", stack_oof)
+            if shifted is not None:
+                atomic_write_frame(
+                    folder / "oof_shifted.parquet", frame(clean["fname"], chosen["shifted"])
+                )
+            if test is not None and chosen["test"] is not None:
+                atomic_write_frame(folder / "test.parquet", frame(test["fname"], chosen["test"]))
+            for fold, (model, _) in enumerate(stackers):
+                atomic_write_text(
+                    folder / f"stacker_fold{fold}.txt", model.booster_.model_to_string()
+                )
+            atomic_write_json(
+                folder / "stacker.json",
+                {
+                    "experiments": names,
+                    "labels": labels,
+                    "features": feature_columns,
+                    "selected": selected,
+                    "folds": [
+                        {"file": f"stacker_fold{f}.txt", "classes": c}
+                        for f, (_, c) in enumerate(stackers)
+                    ],
+                },
             )
-        if test is not None and chosen["test"] is not None:
-            atomic_write_frame(folder / "test.parquet", frame(test["fname"], chosen["test"]))
-        for fold, (model, _) in enumerate(stackers):
-            atomic_write_text(folder / f"stacker_fold{fold}.txt", model.booster_.model_to_string())
-        atomic_write_json(
-            folder / "stacker.json",
-            {
-                "experiments": names,
-                "labels": labels,
-                "features": feature_columns,
-                "selected": selected,
-                "folds": [
-                    {"file": f"stacker_fold{f}.txt", "classes": c}
-                    for f, (_, c) in enumerate(stackers)
-                ],
-            },
-        )
-        atomic_write_json(folder / "metrics.json", metrics)
-        atomic_write_json(folder / "config.json", config.model_dump(mode="json"))
-        if manifest is not None:
-            from speechstack.report import with_manifest, write_report
+            atomic_write_json(folder / "metrics.json", metrics)
+            atomic_write_json(folder / "config.json", config.model_dump(mode="json"))
+            if manifest is not None:
+                from speechstack.report import with_manifest, write_report
 
-            columns = report_columns or []
-            write_report(
-                folder,
-                f"{runs_dir.name} / {config.name} ({selected}) over {', '.join(names)}",
-                with_manifest(stack_oof, manifest, columns),
-                labels,
-                columns,
-            )
-    return metrics
+                columns = report_columns or []
+                write_report(
+                    folder,
+                    f"{runs_dir.name} / {config.name} ({selected}) over {', '.join(names)}",
+                    with_manifest(stack_oof, manifest, columns),
+                    labels,
+                    columns,
+                )
+        return metrics
 
 
 def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:

@@ -41,8 +41,17 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from speechstack.artifacts import atomic_directory, atomic_write_frame, atomic_write_json
+from speechstack import interrupt
+from speechstack.artifacts import (
+    atomic_directory,
+    atomic_write_frame,
+    atomic_write_json,
+    damaged_files,
+    file_digest,
+    remove_orphans,
+)
 from speechstack.augment import build_waveform_augment, shifted_condition
+from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
 from speechstack.config import (
     Config,
     ConfigError,
@@ -56,10 +65,12 @@ from speechstack.data import (
     QuotaSampler,
     SegmentSource,
     WaveformStore,
+    checked_decodable,
     make_loader,
 )
 from speechstack.distributed import Distributed
-from speechstack.folds import attach_folds, read_folds, scored_rows
+from speechstack.folds import FoldsError, attach_folds, fold_count, read_folds, scored_rows
+from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
 from speechstack.report import report_oof, with_manifest, write_report
 from speechstack.tasks import TEST_COLUMNS, Task, create_task
@@ -129,12 +140,22 @@ def fold_dir(config: Config, fold: int) -> Path:
 
 
 def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
-    """Metrics of a finished fold, or None; refuses a fold trained with another config."""
+    """Metrics of a finished fold, or None: not trained, or damaged (a file differs from the
+    size and SHA-256 its ``metrics.json`` recorded, or that is unreadable: named in a
+    warning, and the fold is trained again). Refuses a fold trained with another config."""
     folder = fold_dir(config, fold)
     metrics_path = folder / "metrics.json"
-    if not metrics_path.is_file():
+    if not folder.is_dir():
         return None
-    metrics = json.loads(metrics_path.read_text())
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        problems = damaged_files(folder, metrics.get("files", {}))
+    except (OSError, ValueError, AttributeError) as error:
+        problems = [f"{metrics_path} cannot be read ({error})"]
+    if problems:
+        log.warning("fold %d of %s is damaged, so not finished; it is trained again: %s",
+                    fold, config.experiment, "; ".join(problems))  # fmt: skip
+        return None
     if _saved_identity(folder / "config.yaml") != config.identity():
         raise RunMismatchError(
             f"{folder} was trained with a different config than {config.experiment!r} now has "
@@ -153,6 +174,30 @@ def _saved_identity(path: Path) -> str | None:
         return load_config(path).identity()
     except ConfigError:
         return None
+
+
+def preflight(config: Config) -> None:
+    """What would otherwise fail after hours, checked in seconds before any training (and
+    before fold processes start): the folds file is there, holds this dataset's clips and
+    ``folds.k`` folds; every test clip decodes (a bad one would fail each fold after its
+    last epoch; remembered per file state in the cache folder, so checked once); and a test
+    set without the competition's sample submission is said. Training clips are decoded by
+    the cache pass at the start of each fold; the run folder's writability by its lock."""
+    task = create_task(config.task)
+    folded = attach_folds(
+        scored_rows(task.train_manifest()), read_folds(config.folds_file), config.folds_file
+    )
+    if fold_count(folded) != config.folds.k:
+        raise FoldsError(
+            f"{config.folds_file} has {fold_count(folded)} folds but folds.k is "
+            f"{config.folds.k}; run `make folds` again or set folds.k"
+        )
+    test = task.test_manifest()
+    if test is not None:
+        checked_decodable(test, config.audio.sample_rate, config.cache_dir, "test")
+        if task.sample_submission() is None:
+            log.info("submissions of %s will not be checked against a sample submission: %s",
+                     config.task.dataset_name, task.no_sample_submission_reason())  # fmt: skip
 
 
 class FoldData:
@@ -246,6 +291,7 @@ def predict_probabilities(
     outputs = []
     with torch.inference_mode():
         for windows, _, counts in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            interrupt.check()
             windows = windows.to(precision.device, non_blocking=True)
             probabilities = torch.zeros(())
             for view in chosen:
@@ -286,6 +332,7 @@ def _train_epoch(
     smoothing = config.train.label_smoothing
     total, count = 0.0, 0
     for waveform, target in tqdm(loader, desc=description, disable=not progress, leave=False):
+        interrupt.check()
         waveform = waveform.to(precision.device, non_blocking=True)
         target = target.to(precision.device, non_blocking=True)
         mix = mixup.p > 0 and rng.random() < mixup.p
@@ -384,10 +431,30 @@ def train_fold(
     """Train one fold (or return the metrics of the finished one) and write its artefacts.
 
     ``epoch_callback(epoch, val_accuracy)`` is called after each epoch (the tuner reports and
-    prunes through it; it may raise to stop the fold, in which case nothing is written).
-    ``predict_test=False`` skips the test-set prediction (tuning trials need only the
-    validation score).
+    prunes through it; it may raise to stop the fold, in which case nothing is written but
+    the epoch checkpoint). ``predict_test=False`` skips the test-set prediction (tuning
+    trials need only the validation score). The fold is locked while it trains: a second
+    process training the same fold of the same experiment is refused (``RunLockedError``).
     """
+    options = {"progress": progress, "epoch_callback": epoch_callback}
+    if not Distributed.from_environment().is_main:  # the main rank holds the lock for all
+        return _train_fold(config, fold, **options, predict_test=predict_test)
+    with RunLock(config.run_dir, f"fold{fold}", f"fold {fold} of {config.experiment}"):
+        for orphan in remove_orphans(config.run_dir):
+            log.info("removed %s, left by a killed run", orphan)
+        if load_fold_metrics(config, fold) is None:
+            preflight(config)
+        return _train_fold(config, fold, **options, predict_test=predict_test)
+
+
+def _train_fold(
+    config: Config,
+    fold: int,
+    *,
+    progress: bool,
+    epoch_callback: Any,
+    predict_test: bool,
+) -> dict[str, Any]:
     finished = load_fold_metrics(config, fold)
     if finished is not None:
         log.info("fold %d of %s is finished; skipping", fold, config.experiment)
@@ -469,7 +536,29 @@ def train_fold(
 
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"accuracy": -1.0, "loss": math.inf}
-    for epoch in range(config.train.epochs):
+    checkpoint = FoldCheckpoint(
+        config.run_dir / "checkpoints" / f"fold{fold}.pt",
+        config.identity(),
+        enabled=config.train.checkpoint,
+    )
+    generators = {"mixup": rng, "dataset": train_set.rng}
+    torch_generators = {"loader": train_loader.generator}
+    first_epoch, elapsed_before = 0, 0.0
+    saved = checkpoint.load()
+    if saved is not None:
+        network.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        history, best = saved["history"], saved["best"]
+        first_epoch, elapsed_before = saved["epoch"], saved["elapsed"]
+        if distributed.is_main:
+            restore_random_state(saved["random"], generators, torch_generators)
+        else:  # only the main rank's generators are saved: the others draw anew
+            seed_everything(seed + distributed.rank + 7919 * first_epoch)
+        log.info("fold %d of %s resumes after epoch %d (%s)", fold, config.experiment,
+                 first_epoch, checkpoint.path)  # fmt: skip
+    for epoch in range(first_epoch, config.train.epochs):
         epoch_start = time.perf_counter()
         if isinstance(train_loader.sampler, DistributedSampler | QuotaSampler):
             train_loader.sampler.set_epoch(epoch)
@@ -511,9 +600,23 @@ def train_fold(
                 ),
                 "probabilities": probabilities,
             }
+        if distributed.is_main:
+            checkpoint.save(
+                {
+                    "epoch": epoch + 1,
+                    "elapsed": elapsed_before + time.perf_counter() - started,
+                    "model": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "random": capture_random_state(generators, torch_generators),
+                }
+            )
         if epoch_callback is not None:
             epoch_callback(epoch, val_accuracy)
-    train_seconds = time.perf_counter() - started
+    train_seconds = elapsed_before + time.perf_counter() - started
 
     network.load_state_dict(best["state"])
     views = config.predict.tta
@@ -594,7 +697,10 @@ def train_fold(
                 data.labels,
                 columns,
             )
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            metrics["files"] = {p.name: file_digest(p) for p in files}
             atomic_write_json(folder / "metrics.json", metrics)
+        checkpoint.remove()
     distributed.barrier()
     return metrics
 
@@ -605,12 +711,23 @@ def train_folds(
     """Train the given folds (default: all), skipping finished ones; returns their metrics.
     Folds run ``train.parallel_folds`` at a time, each in its own process (see
     ``fold_pool``), or one after the other in this one. When every fold of the experiment
-    is then finished, its report is (re)written."""
+    is then finished, its report is (re)written. The experiment is locked meanwhile: a
+    second ``train`` of it is refused at once (``RunLockedError``)."""
+    distributed = Distributed.from_environment()
+    if not distributed.is_main:
+        return _train_folds(config, folds, progress)
+    with RunLock(config.run_dir, "train", f"experiment {config.experiment!r}"):
+        return _train_folds(config, folds, progress)
+
+
+def _train_folds(config: Config, folds: list[int] | None, progress: bool) -> list[dict[str, Any]]:
     from speechstack.fold_pool import fold_processes, train_folds_in_parallel
 
     chosen = folds if folds is not None else list(range(config.folds.k))
     finished = {fold: load_fold_metrics(config, fold) for fold in chosen}
     pending = [fold for fold in chosen if finished[fold] is None]
+    if pending:
+        preflight(config)
     distributed = Distributed.from_environment()
     cpu = resolve_device(config.train.device).type == "cpu"
     processes = fold_processes(config, len(pending), cpu, distributed.enabled)
@@ -621,7 +738,16 @@ def train_folds(
             for fold in chosen
         ]
     else:
-        metrics = [train_fold(config, fold, progress=progress) for fold in chosen]
+        metrics = []
+        for fold in chosen:
+            try:
+                metrics.append(train_fold(config, fold, progress=progress))
+            except KeyboardInterrupt:
+                done = [k for k in chosen if fold_dir(config, k).joinpath("metrics.json").is_file()]
+                left = [k for k in chosen if k not in done]
+                raise interrupt.FoldsInterrupted(
+                    interrupt.summary(config.experiment, done, left)
+                ) from None
     if distributed.is_main:
         write_experiment_report(config)
     return metrics
