@@ -59,6 +59,7 @@ def test_folds_train_stack_submission(
             "test.parquet",
             "metrics.json",
             "history.csv",
+            "dataset.parquet",
             "config.yaml",
             "report.md",
             "confusion.png",

@@ -363,3 +363,27 @@ def test_clean_tmp_removes_only_what_dead_processes_left(tmp_path: Path, capsys)
     assert "2 temp file(s)" in capsys.readouterr().out
     assert not orphan_dir.exists() and not orphan_file.exists()
     assert live.exists() and other_host.exists() and lock.exists()
+
+
+def test_a_moved_dataset_is_accepted_and_a_changed_one_refused_with_a_count(
+    tiny_config, tiny_speech_commands: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from speechstack.train import RunMismatchError, load_fold_metrics
+
+    config = tiny_config("moved")
+    train_fold(config, 0, progress=False)
+    moved = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(tiny_speech_commands, moved)
+    at_new_place = tiny_config("moved", f"task.data_dir={moved}")
+    assert train_fold(at_new_place, 0, progress=False).get("skipped")  # same data: finished
+
+    changed = sorted((moved / "train" / "audio" / "yes").glob("*.wav"))[:2]
+    for path in changed:
+        path.write_bytes(path.read_bytes() + b"\x00\x00")
+    from speechstack import train as train_module
+
+    train_module._listings.clear()  # the listing is remembered per process
+    with pytest.raises(RunMismatchError, match="trained on other data: 2 training files"):
+        load_fold_metrics(at_new_place, 0)

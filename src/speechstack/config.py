@@ -430,13 +430,14 @@ class TuneConfig(Strict):
         return {key: value for key, value in self.space.items() if value is not None}
 
 
-# Settings that do not change what a run computes (speed, where files go, what runs after
+# Settings that do not change what a run computes (speed, where files go, where the data
+# lies: what it is, each fold checks by its dataset.parquet listing; what runs after
 # training): left out of a run's identity, so changing them keeps finished folds.
 RESULT_NEUTRAL = {
     ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
     ("train", "checkpoint"),
     ("predict", "batch_size"), ("predict", "num_workers"),
-    ("runs_dir",), ("cache_dir",),
+    ("runs_dir",), ("cache_dir",), ("task", "data_dir"),
     ("stack",), ("pseudo",), ("solution",), ("tune",),
 }  # fmt: skip
 

@@ -10,13 +10,15 @@ writes ``runs/<task>/<experiment>/fold<k>/`` as one atomic folder:
 * ``metrics.json``   best epoch, validation accuracy/loss, timings, sizes
 * ``history.csv``    per-epoch train loss, validation loss and accuracy
 * ``config.yaml``    the resolved config
+* ``dataset.parquet`` the training clips' names and sizes (what the fold was trained on)
 * ``report.md``, ``confusion.png``, ``report.json``   the fold's classification report
 
 Once every fold is done, ``write_experiment_report`` writes the same report over the whole
 out-of-fold table into ``runs/<task>/<experiment>/``.
 
-A fold whose folder exists is finished: re-running skips it. A crash or Ctrl-C leaves no
-partial folder.
+A fold whose folder exists (and matches the sizes and SHA-256 its ``metrics.json``
+recorded) is finished: re-running skips it. A crash or Ctrl-C leaves no partial folder, only
+the last epoch's checkpoint (``checkpoint``), where a re-run resumes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from speechstack.artifacts import (
     atomic_write_json,
     damaged_files,
     file_digest,
+    read_frame,
     remove_orphans,
 )
 from speechstack.augment import build_waveform_augment, shifted_condition
@@ -162,7 +165,47 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
             f"(see {folder / 'config.yaml'}). Use a new experiment name "
             "(experiment=... / EXP=...), or delete the folder to retrain it."
         )
+    listing = folder / DATA_LISTING
+    if listing.is_file():
+        differ = listing_differences(read_frame(listing), training_listing(config))
+        if differ:
+            raise RunMismatchError(
+                f"{folder} was trained on other data: {differ} training files differ (added, "
+                f"removed or resized) in {config.task.data_dir}. Use a new experiment name "
+                "(experiment=... / EXP=...), or delete the folder to retrain it."
+            )
     return metrics
+
+
+# What a fold was trained on, by content rather than by where it lies (``task.data_dir`` is
+# not part of a run's identity): a moved dataset is accepted, a changed one refused.
+DATA_LISTING = "dataset.parquet"
+_listings: dict[str, pl.DataFrame] = {}
+
+
+def data_listing(manifest: pl.DataFrame) -> pl.DataFrame:
+    """``fname,bytes`` of a manifest's clips (a file's size stands for its content: the
+    clips' names and sizes change when a dataset is regenerated or edited)."""
+    sizes = [Path(path).stat().st_size for path in manifest["path"]]
+    return pl.DataFrame({"fname": manifest["fname"], "bytes": sizes}).sort("fname")
+
+
+def training_listing(config: Config) -> pl.DataFrame:
+    """``data_listing`` of the task's training clips, computed once per process and task."""
+    key = config.task.model_dump_json()
+    if key not in _listings:
+        _listings[key] = data_listing(create_task(config.task).train_manifest())
+    return _listings[key]
+
+
+def listing_differences(saved: pl.DataFrame, current: pl.DataFrame) -> int:
+    """How many clips are in one listing only, or in both with another size."""
+    joined = saved.join(current, on="fname", how="full", suffix="_now")
+    return joined.filter(
+        pl.col("fname").is_null()
+        | pl.col("fname_now").is_null()
+        | (pl.col("bytes") != pl.col("bytes_now"))
+    ).height
 
 
 def _saved_identity(path: Path) -> str | None:
@@ -688,6 +731,7 @@ def _train_fold(
             if test is not None:
                 atomic_write_frame(folder / "test.parquet", test)
             atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
+            atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
             save_config(config, folder / "config.yaml")
             columns = task.report_columns()
             write_report(
