@@ -264,3 +264,25 @@ def test_a_read_only_output_folder_is_one_line(
 def test_verbose_shows_the_traceback(workdir: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         main(["-v", "folds", "--config", "nope.yaml"])
+
+
+def test_an_unknown_model_name_is_one_line(
+    workdir: Path, repo_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = str(repo_root / "configs/speech_commands/cnn.yaml")
+    argv = ["train-fold", "--config", config, "--fold", "0", "--set", "model.name=nope"]
+    assert_one_line_error(argv, capsys, "unknown model 'nope'", "known models:")
+
+
+def test_a_programming_error_is_not_dressed_as_a_user_error(
+    workdir: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare KeyError from a bug reaches the traceback, never `error: 'x'`."""
+    import speechstack.cli as cli
+
+    def broken(args: object) -> None:
+        raise KeyError("stack_accuracy")
+
+    monkeypatch.setattr(cli, "cmd_leaderboard", broken)
+    with pytest.raises(KeyError, match="stack_accuracy"):
+        main(["leaderboard", "--config", str(repo_root / "configs/speech_commands/cnn.yaml")])

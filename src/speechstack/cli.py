@@ -24,7 +24,6 @@ Every verb that takes ``--config`` also takes ``--set key.sub=value`` (repeatabl
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -58,32 +57,20 @@ def _config(args: argparse.Namespace) -> Config:
 # Verbs
 
 
-# Demo-data generators by task (the config folder name): (module, function, the keyword
-# that --speakers sets).
-DEMO_DATA = {
-    "speech_commands": ("speech_commands", "generate_speech_commands", "speakers"),
-    "ravdess": ("emotion", "generate_ravdess", "actors"),
-    "crema_d": ("emotion", "generate_crema_d", "actors"),
-    "sentiment": ("sentiment", "generate_sentiment", "speakers"),
-}
-
-
 def cmd_synth(args: argparse.Namespace) -> None:
-    import importlib
+    from speechstack.synth import generate_demo
 
-    module, function, speakers_keyword = DEMO_DATA[args.task]
-    generate = getattr(importlib.import_module(f"speechstack.synth.{module}"), function)
-    options: dict[str, object] = {"seed": args.seed, "force": args.force}
-    if args.speakers is not None:
-        options[speakers_keyword] = args.speakers
-    if args.task == "speech_commands":
-        options |= {
-            "test_speakers": args.test_speakers,
-            "test_clips": args.test_clips,
-            "noise_seconds": args.noise_seconds,
-        }
     started = time.perf_counter()
-    out = generate(Path(args.out or f"data/{args.task}"), **options)
+    out = generate_demo(
+        args.task,
+        Path(args.out or f"data/{args.task}"),
+        seed=args.seed,
+        force=args.force,
+        speakers=args.speakers,
+        test_speakers=args.test_speakers,
+        test_clips=args.test_clips,
+        noise_seconds=args.noise_seconds,
+    )
     files = sum(1 for path in out.rglob("*.wav") if "demo_holdout" not in path.parts)
     print(f"wrote {out} ({files} audio files) in {time.perf_counter() - started:.1f} s")
 
@@ -189,8 +176,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def cmd_submission(args: argparse.Namespace) -> None:
-    import polars as pl
 
+    from speechstack.stack import source_predictions
     from speechstack.submission import (
         accuracy_by_condition,
         predictions_to_submission,
@@ -203,36 +190,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
     config = _config(args)
     task = create_task(config.task)
     source = args.source or config.stack.name
-    source_dir = config.task_runs_dir / source
-    test_path = source_dir / "test.parquet"
-    metrics_path = source_dir / "metrics.json"
-    if (source_dir / "stacker.json").is_file() or source == config.stack.name:
-        if not test_path.is_file():
-            raise FileNotFoundError(f"{test_path} not found; run `make stack` first")
-        metrics = json.loads(metrics_path.read_text())
-        score = metrics["stack_accuracy"]
-        probabilities = pl.read_parquet(test_path)
-        if "selected" in metrics:
-            print(
-                f"stack {source!r} submits its {metrics['selected']!r} source ({metrics['reason']})"
-            )
-    else:  # a single experiment: average its fold models
-        from speechstack.folds import read_folds
-        from speechstack.stack import collect_oof, collect_test
-
-        folds = read_folds(config.folds_file)
-        oof = collect_oof(config.task_runs_dir, [source], folds, task.labels)
-        test = collect_test(config.task_runs_dir, [source], config.folds.k, task.labels)
-        if test is None:
-            raise FileNotFoundError(
-                f"{source_dir}: no test predictions (does the data have test/?)"
-            )
-        probabilities = test.rename({f"{source}:{c}": c for c in task.labels})
-        truth = oof["label"].to_numpy()
-        predicted = predictions_to_submission(
-            oof.rename({f"{source}:{c}": c for c in task.labels}), task.labels
-        )["label"].to_numpy()
-        score = float((truth == predicted).mean())
+    chosen = source_predictions(
+        config.task_runs_dir, source, config.folds_file, task.labels,
+        is_stack=source == config.stack.name,
+    )  # fmt: skip
+    if chosen.note:
+        print(chosen.note)
+    probabilities, score = chosen.test, chosen.cv_accuracy
     submission = predictions_to_submission(probabilities, task.labels)
     sample = task.sample_submission()
     path = write_submission(
@@ -288,6 +252,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from speechstack.report import report_oof
+    from speechstack.stack import stack_members
     from speechstack.tasks import create_task
     from speechstack.train import write_experiment_report
 
@@ -306,7 +271,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     rows = []
     for name in names:
         run_dir = config.task_runs_dir / name
-        if (run_dir / "stacker.json").is_file():
+        if stack_members(run_dir) is not None:
             title = f"{config.task.dataset_name} / {name}"
             summary = report_oof(run_dir, title, manifest, task.labels, task.report_columns())
         else:
@@ -367,6 +332,7 @@ def cmd_pseudo(args: argparse.Namespace) -> None:
         source_predictions,
         write_pseudo_labels,
     )
+    from speechstack.stack import stack_members
     from speechstack.tasks import create_task
 
     config = _config(args)
@@ -414,8 +380,8 @@ def cmd_pseudo(args: argparse.Namespace) -> None:
         f"EXP={experiment}"
     )
     run = config.task_runs_dir / pseudo_source(config)
-    if (run / "stacker.json").is_file():
-        members = json.loads((run / "stacker.json").read_text()).get("experiments", [])
+    members = stack_members(run)
+    if members is not None:
         renamed = ",".join(next_round(m) for m in members)
         print(
             f"  likewise for each stack member ({', '.join(members)}), then\n"
@@ -577,8 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
         handlers[name] = handler
         return sub
 
+    from speechstack.synth import DEMOS
+
     synth = verb("synth", cmd_synth, "generate a demo dataset in a task's real layout (espeak-ng)")
-    synth.add_argument("--task", choices=sorted(DEMO_DATA), default="speech_commands")
+    synth.add_argument("--task", choices=sorted(DEMOS), default="speech_commands")
     synth.add_argument("--out", help="dataset folder (default data/<task>)")
     synth.add_argument(
         "--speakers", type=int, help="train speakers/actors (default: the task's demo size)"
@@ -695,8 +663,6 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         files = [str(name) for name in (error.filename, error.filename2) if name is not None]
         message = f"{error.strerror}: {' -> '.join(files)}" if files else error.strerror
-    elif isinstance(error, KeyError) and error.args:
-        message = str(error.args[0])
     else:
         message = str(error) or type(error).__name__
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -737,8 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (
         ConfigError,
-        KeyError,
-        ValueError,
+        ValueError,  # an unknown registry name too (registry.UnknownNameError)
         OSError,  # FileNotFoundError, FileExistsError, PermissionError, a full disk
         RuntimeError,
     ) as error:

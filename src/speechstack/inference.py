@@ -167,7 +167,7 @@ def predict_folder(
     with no readable one is always refused. ``tta=False`` predicts the windows as they are
     (to measure what the views add)."""
     views = None if tta else []
-    from speechstack.stack import apply_stack
+    from speechstack.stack import apply_stack, stack_members
 
     manifest = audio_manifest(audio_dir)
     source_dir = config.task_runs_dir / source
@@ -189,9 +189,8 @@ def predict_folder(
             )
         manifest = manifest.filter(~pl.col("fname").is_in(unreadable["fname"].to_list()))
     device = resolve_device(config.train.device)
-    stack_spec = source_dir / "stacker.json"
-    if stack_spec.is_file():
-        experiments = json.loads(stack_spec.read_text())["experiments"]
+    experiments = stack_members(source_dir)
+    if experiments is not None:
         features = pl.DataFrame(
             {
                 f"{name}:{label}": column

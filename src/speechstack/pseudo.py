@@ -29,7 +29,7 @@ import polars as pl
 
 from speechstack.artifacts import atomic_write_frame, read_frame
 from speechstack.config import Config, PseudoConfig
-from speechstack.stack import collect_test
+from speechstack.stack import STACKER_SPEC, collect_test, stack_members
 from speechstack.submission import predicted_labels
 from speechstack.tasks import Task
 
@@ -100,10 +100,10 @@ def _stack_predictions(
     stack = stack.select("fname", *labels).sort("fname")
     if not agreement:
         return stack.with_columns(pl.lit(True).alias("agree"))
-    spec = json.loads((run_dir / "stacker.json").read_text())
+    spec = json.loads((run_dir / STACKER_SPEC).read_text())
     members: list[str] = list(spec.get("experiments", []))
     if not members:
-        raise PseudoLabelError(f"{run_dir / 'stacker.json'} lists no experiments")
+        raise PseudoLabelError(f"{run_dir / STACKER_SPEC} lists no experiments")
     k = len(spec.get("folds", [])) or k  # the folds the stack was made on
     for member in members:
         _fold_test_paths(runs_dir / member, k)
@@ -196,7 +196,7 @@ def source_predictions(config: Config, task: Task) -> pl.DataFrame:
         raise FileNotFoundError(
             f"{source_dir} not found: pseudo.source '{source}' has no run; run {make} first"
         )
-    if (source_dir / "stacker.json").is_file():
+    if stack_members(source_dir) is not None:
         frame = _stack_predictions(
             source_dir, runs_dir, labels, config.folds.k, config.pseudo.agreement
         )

@@ -8,6 +8,14 @@ from typing import Generic, TypeVar
 Entry = TypeVar("Entry")
 
 
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered: a user's error (a ``ValueError``, which the CLI turns
+    into one line), and still a ``KeyError`` for code that looks names up."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Registry(Generic[Entry]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -27,7 +35,9 @@ class Registry(Generic[Entry]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise KeyError(f"unknown {self.kind} '{name}'; known {self.kind}s: {known}") from None
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'; known {self.kind}s: {known}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

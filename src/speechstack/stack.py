@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from speechstack.artifacts import (
 from speechstack.config import StackConfig
 from speechstack.folds import fold_count, read_folds
 from speechstack.lock import RunLock
+from speechstack.submission import label_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,57 @@ def collect_test(
     if table is not None and table.null_count().sum_horizontal().item():
         raise StackError("experiments predicted different test clips; retrain them on one dataset")
     return None if table is None else table.sort("fname")
+
+
+STACKER_SPEC = "stacker.json"  # in a run folder: the folder is a stack, not an experiment
+
+
+def stack_members(run_dir: Path) -> list[str] | None:
+    """The member experiments of a stack's run folder; None for an experiment's folder."""
+    spec = Path(run_dir) / STACKER_SPEC
+    if not spec.is_file():
+        return None
+    return list(json.loads(spec.read_text()).get("experiments", []))
+
+
+@dataclass(frozen=True)
+class SourcePredictions:
+    """What a submission is made from: a stack's kept source or one experiment's folds."""
+
+    test: pl.DataFrame  # fname + one probability column per label
+    cv_accuracy: float
+    note: str | None  # why a stack submits what it does
+
+
+def source_predictions(
+    runs_dir: Path, source: str, folds_file: Path, labels: list[str], is_stack: bool = False
+) -> SourcePredictions:
+    """Test probabilities and CV accuracy of ``source``: a stack's (``test.parquet``,
+    ``metrics.json``), or an experiment's fold models averaged (CV over its OOF rows).
+    ``is_stack`` forces the stack reading (the configured stack name, before it exists)."""
+    source_dir = runs_dir / source
+    if is_stack or stack_members(source_dir) is not None:
+        test_path = source_dir / "test.parquet"
+        if not test_path.is_file():
+            raise FileNotFoundError(f"{test_path} not found; run `make stack` first")
+        metrics = json.loads((source_dir / "metrics.json").read_text())
+        note = None
+        if "selected" in metrics:
+            note = (
+                f"stack {source!r} submits its {metrics['selected']!r} source ({metrics['reason']})"
+            )
+        return SourcePredictions(read_frame(test_path), metrics["stack_accuracy"], note)
+    folds = read_folds(folds_file)
+    oof = collect_oof(runs_dir, [source], folds, labels)  # names a missing fold file
+    test = collect_test(runs_dir, [source], fold_count(folds), labels)
+    if test is None:
+        raise FileNotFoundError(f"{source_dir}: no test predictions (does the data have test/?)")
+    columns = [f"{source}:{c}" for c in labels]
+    return SourcePredictions(
+        test.rename(dict(zip(columns, labels, strict=True))),
+        label_accuracy(oof, oof["label"], labels, columns),
+        None,
+    )
 
 
 def accuracy(probabilities: np.ndarray, truth: np.ndarray) -> float:
@@ -277,7 +330,7 @@ def run_stack(
                     folder / f"stacker_fold{fold}.txt", model.booster_.model_to_string()
                 )
             atomic_write_json(
-                folder / "stacker.json",
+                folder / STACKER_SPEC,
                 {
                     "experiments": names,
                     "labels": labels,
@@ -311,7 +364,7 @@ def apply_stack(stack_dir: Path, features: pl.DataFrame) -> np.ndarray:
     the saved fold stackers (averaged), the mean of the members, or one member."""
     import lightgbm
 
-    spec_path = stack_dir / "stacker.json"
+    spec_path = stack_dir / STACKER_SPEC
     if not spec_path.is_file():
         raise StackError(f"{spec_path} not found; run `make stack` (it saves the stackers)")
     spec = json.loads(spec_path.read_text())

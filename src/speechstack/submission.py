@@ -35,6 +35,17 @@ def predicted_labels(
     return np.asarray(labels)[frame.select(columns or labels).to_numpy().argmax(axis=1)]
 
 
+def label_accuracy(
+    frame: pl.DataFrame,
+    truth: pl.Series | np.ndarray,
+    labels: list[str],
+    columns: list[str] | None = None,
+) -> float:
+    """Share of rows whose largest-probability label (``predicted_labels``) is ``truth``."""
+    chosen = predicted_labels(frame, labels, columns)
+    return float((chosen == np.asarray(truth)).mean()) if len(chosen) else 0.0
+
+
 def predictions_to_submission(probabilities: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
     """Argmax of the label columns -> ``fname,label``."""
     chosen = predicted_labels(probabilities, labels)

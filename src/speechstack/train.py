@@ -76,6 +76,7 @@ from speechstack.folds import FoldsError, attach_folds, fold_count, read_folds, 
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
 from speechstack.report import report_oof, with_manifest, write_report
+from speechstack.submission import label_accuracy
 from speechstack.tasks import TEST_COLUMNS, Task, create_task
 from speechstack.tta import apply_view, views_or_identity
 
@@ -457,12 +458,6 @@ def _shifted_clip(
     return shifted_condition(waveform, sample_rate, config, key)
 
 
-def _label_accuracy(frame: pl.DataFrame, manifest: pl.DataFrame, labels: list[str]) -> float:
-    """Accuracy of a label-probability table against the manifest's labels (same rows)."""
-    predicted = np.asarray(labels)[frame.select(labels).to_numpy().argmax(axis=1)]
-    return float((predicted == manifest["label"].to_numpy()).mean())
-
-
 def train_fold(
     config: Config,
     fold: int,
@@ -701,9 +696,11 @@ def _train_fold(
         "train_only_clips": data.train_only_clips,
         "pseudo_clips": data.pseudo_clips,
         "clips_per_epoch": len(sampler) if sampler is not None else len(train_set),
-        "val_accuracy_tta": _label_accuracy(oof, data.valid, data.labels),
+        "val_accuracy_tta": label_accuracy(oof, data.valid["label"], data.labels),
         "val_accuracy_shifted": (
-            None if oof_shifted is None else _label_accuracy(oof_shifted, data.valid, data.labels)
+            None
+            if oof_shifted is None
+            else label_accuracy(oof_shifted, data.valid["label"], data.labels)
         ),
         "valid_clips": len(valid_set),
         "test_clips": 0 if test is None else test.height,
