@@ -87,13 +87,7 @@ def untrained_run(
     config = load_config(config_file, settings)
     task = create_task(config.task)
     classes = task.classes()
-    context = ModelContext(
-        num_classes=len(classes),
-        class_names=tuple(classes),
-        audio=config.audio,
-        features=config.features,
-        spec_augment=config.augment.spec_augment,
-    )
+    context = ModelContext.of(config, classes)
     torch.manual_seed(0)
     model = create_model(config.model.name, context, **config.model.params)
     folder = config.run_dir / "fold0"

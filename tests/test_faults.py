@@ -179,7 +179,7 @@ def test_ctrl_c_stops_train_promptly_and_a_rerun_ends_as_an_uninterrupted_run(
     exit 130 with one line naming the kept folds, nothing half-written; the re-run resumes
     the unfinished folds from their checkpoints and ends with the same OOF table."""
     reference = tiny_config("reference-longer", f"train.epochs={EPOCHS + 1}")
-    from speechstack.train import train_folds
+    from speechstack.fold_pool import train_folds
 
     train_folds(reference, progress=False)
     config = tiny_config(f"stopped{signal_number}", f"train.epochs={EPOCHS + 1}")

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 
 from speechstack.config import load_config
-from speechstack.fold_pool import core_share, fold_processes
+from speechstack.fold_pool import core_share, fold_processes, train_folds
 from speechstack.folds import write_folds
 from speechstack.tasks import create_task
-from speechstack.train import fold_dir, train_folds
+from speechstack.train import fold_dir
 
 
 def config_with(repo_root: Path, *overrides: str):

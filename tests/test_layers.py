@@ -50,8 +50,6 @@ KNOWN_UPWARD = {
     # config can reach without importing torch)
     ("config", "models"),
     ("config", "tasks"),
-    # train_folds sits in train but runs the pool that calls train_fold back (issue 13)
-    ("train", "fold_pool"),
 }
 
 

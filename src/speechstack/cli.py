@@ -116,7 +116,7 @@ def cmd_train_fold(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from speechstack.train import train_folds
+    from speechstack.fold_pool import train_folds
 
     config = _config(args)
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None

@@ -1,4 +1,5 @@
-"""Several folds trained at once, each in its own process, sharing the CPU cores.
+"""The fold runner: ``train_folds`` trains an experiment's folds (``train.train_fold``
+each), one after another or several at once, each in its own process, sharing the cores.
 
 Small models on a CPU use cores poorly from one process: one-thread processes, one per
 core, train more clips per second than one process with every core (README, Benchmarks).
@@ -25,8 +26,63 @@ from typing import Any
 
 from speechstack import interrupt
 from speechstack.config import Config
+from speechstack.distributed import Distributed
+from speechstack.lock import RunLock
+from speechstack.train import (
+    fold_dir,
+    load_fold_metrics,
+    preflight,
+    resolve_device,
+    train_fold,
+    write_experiment_report,
+)
 
 log = logging.getLogger(__name__)
+
+
+def train_folds(
+    config: Config, folds: list[int] | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Train the given folds (default: all), skipping finished ones; returns their metrics.
+    Folds run ``train.parallel_folds`` at a time, each in its own process, or one after the
+    other in this one (``train.train_fold``). When every fold of the experiment is then
+    finished, its report is (re)written. The experiment is locked meanwhile: a second
+    ``train`` of it is refused at once (``RunLockedError``)."""
+    if not Distributed.from_environment().is_main:
+        return _train_folds(config, folds, progress)
+    with RunLock(config.run_dir, "train", f"experiment {config.experiment!r}"):
+        return _train_folds(config, folds, progress)
+
+
+def _train_folds(config: Config, folds: list[int] | None, progress: bool) -> list[dict[str, Any]]:
+    chosen = folds if folds is not None else list(range(config.folds.k))
+    finished = {fold: load_fold_metrics(config, fold) for fold in chosen}
+    pending = [fold for fold in chosen if finished[fold] is None]
+    if pending:
+        preflight(config)
+    distributed = Distributed.from_environment()
+    cpu = resolve_device(config.train.device).type == "cpu"
+    processes = fold_processes(config, len(pending), cpu, distributed.enabled)
+    if processes > 1:
+        trained = train_folds_in_parallel(config, pending, processes)
+        metrics = [
+            trained[fold] if finished[fold] is None else finished[fold] | {"skipped": True}
+            for fold in chosen
+        ]
+    else:
+        metrics = []
+        for fold in chosen:
+            try:
+                metrics.append(train_fold(config, fold, progress=progress))
+            except KeyboardInterrupt:
+                done = [k for k in chosen if (fold_dir(config, k) / "metrics.json").is_file()]
+                left = [k for k in chosen if k not in done]
+                raise interrupt.FoldsInterrupted(
+                    interrupt.summary(config.experiment, done, left)
+                ) from None
+    if distributed.is_main:
+        write_experiment_report(config)
+    return metrics
 
 
 def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: bool) -> int:
@@ -141,8 +197,6 @@ def _share_cores(config: Config) -> int:
 
 
 def _train_one_fold(config: Config, fold: int) -> Any:
-    from speechstack.train import train_fold
-
     assert _unfinished is not None
     try:
         interrupt.check()  # queued before a stop: never started

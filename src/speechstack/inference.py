@@ -98,13 +98,7 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Conf
     class_to_label = np.asarray(
         saved.get("class_to_label", np.eye(len(classes)).tolist()), dtype=np.float32
     )
-    context = ModelContext(
-        num_classes=len(classes),
-        class_names=tuple(classes),
-        audio=config.audio,
-        features=config.features,
-        spec_augment=config.augment.spec_augment,
-    )
+    context = ModelContext.of(config, classes)
     model = create_model(config.model.name, context, **config.model.params)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), config, class_to_label

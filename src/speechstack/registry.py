@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 Entry = TypeVar("Entry")
@@ -47,3 +49,10 @@ class Registry(Generic[Entry]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every module of a package, for the side effect of their registrations: a new
+    model family or task reader is a new module in its package, nothing else to edit."""
+    for module in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        importlib.import_module(f"{package}.{module.name}")

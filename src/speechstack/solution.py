@@ -30,6 +30,7 @@ import polars as pl
 
 from speechstack.artifacts import atomic_write_json, read_frame
 from speechstack.config import Config, load_config
+from speechstack.fold_pool import train_folds
 from speechstack.folds import write_folds
 from speechstack.pseudo import (
     class_counts,
@@ -48,7 +49,6 @@ from speechstack.submission import (
     write_submission,
 )
 from speechstack.tasks import Task, create_task
-from speechstack.train import train_folds
 
 log = logging.getLogger(__name__)
 

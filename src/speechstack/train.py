@@ -30,10 +30,10 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -359,18 +359,21 @@ def probability_frame(
     return pl.DataFrame({"fname": fnames, **columns})
 
 
-def _train_epoch(
+def train_epoch(
     model: nn.Module,
     loader: DataLoader,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     precision: Precision,
     config: Config,
     rng: np.random.Generator,
-    description: str,
-    progress: bool,
+    description: str = "train",
+    progress: bool = False,
 ) -> float:
+    """One pass over ``loader`` (mixup, loss, gradient clipping, a scheduler step per batch);
+    the mean training loss. What ``FoldRun.fit_epoch`` and the benchmarks run."""
     model.train()
     mixup = config.augment.mixup
     smoothing = config.train.label_smoothing
@@ -485,6 +488,277 @@ def train_fold(
         return _train_fold(config, fold, **options, predict_test=predict_test)
 
 
+@dataclass
+class FoldRun:
+    """One fold's training, built by :meth:`build`: its data, loaders, network, optimiser
+    and the loop's state (history, best epoch so far), which :meth:`state` and
+    :meth:`resume` move to and from the epoch checkpoint."""
+
+    config: Config
+    fold: int
+    task: Task
+    data: FoldData
+    distributed: Distributed
+    precision: Precision
+    seed: int
+    train_set: ClipDataset
+    valid_set: ClipDataset
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    network: nn.Module  # the model itself (``model`` may be its data-parallel wrapper)
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    rng: np.random.Generator  # mixup draws
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"accuracy": -1.0, "loss": math.inf})
+    first_epoch: int = 0
+    elapsed_before: float = 0.0  # training seconds of the runs this one resumes
+
+    @classmethod
+    def build(cls, config: Config, fold: int, progress: bool) -> FoldRun:
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        seed = config.train.seed + 1000 * fold
+        distributed = Distributed.from_environment()
+        device = distributed.device(resolve_device(config.train.device))
+        distributed.initialise(device)
+        seed_everything(seed + distributed.rank)
+        precision = Precision.choose(device, config.train.amp)
+        task = create_task(config.task)
+        data = FoldData(config, task, fold, progress and distributed.is_main)
+        audio = config.audio
+        train_set = ClipDataset(
+            data.train,
+            audio,
+            data.train_targets,
+            store=data.store,
+            store_rows=data.train_rows,
+            seed=seed,
+            train=True,
+            segments=SegmentSource(audio.sample_rate) if config.train.fresh_segments else None,
+        )
+        train_set.augment = build_waveform_augment(
+            config.augment, task.noise_files(), mix_source=train_set.random_clip
+        )
+        valid_set = ClipDataset(
+            data.valid, audio, data.valid_targets, store=data.store, store_rows=data.valid_rows
+        )
+        shard = (distributed.rank, distributed.world_size) if distributed.enabled else None
+        sampler = None
+        if config.train.label_quota:
+            labels = data.train["label"].to_list()
+            sampler = QuotaSampler(labels, config.train.label_quota, seed, shard)
+        train_loader = make_loader(
+            train_set,
+            config.train.batch_size,
+            shuffle=True,
+            num_workers=config.train.num_workers,
+            seed=seed,
+            drop_last=len(train_set) > config.train.batch_size * distributed.world_size,
+            shard=shard,
+            sampler=sampler,
+        )
+        valid_loader = make_loader(
+            valid_set,
+            config.predict.batch_size,
+            shuffle=False,
+            num_workers=config.predict.num_workers,
+            seed=seed,
+        )
+        context = ModelContext.of(config, data.classes)
+        network = create_model(config.model.name, context, **config.model.params).to(device)
+        model = distributed.wrap(network, device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        scheduler = warmup_cosine(
+            optimizer, config.train.epochs * len(train_loader), config.train.warmup_fraction
+        )
+        return cls(
+            config, fold, task, data, distributed, precision, seed, train_set, valid_set,
+            train_loader, valid_loader, network, model, optimizer, scheduler,
+            precision.scaler(), np.random.default_rng(seed),
+        )  # fmt: skip
+
+    @property
+    def clips_per_epoch(self) -> int:
+        sampler = self.train_loader.sampler
+        return len(sampler) if isinstance(sampler, QuotaSampler) else len(self.train_set)
+
+    def fit_epoch(self, epoch: int, progress: bool) -> float:
+        """One epoch of training; the mean training loss."""
+        sampler = self.train_loader.sampler
+        if isinstance(sampler, DistributedSampler | QuotaSampler):
+            sampler.set_epoch(epoch)
+        return train_epoch(
+            self.model,
+            self.train_loader,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            precision=self.precision,
+            config=self.config,
+            rng=self.rng,
+            description=f"fold {self.fold} epoch {epoch + 1}/{self.config.train.epochs}",
+            progress=progress,
+        )
+
+    def evaluate(self, epoch: int, train_loss: float, seconds: float) -> float:
+        """Score the validation clips, add the epoch to the history and keep the weights of
+        the best epoch (accuracy, then loss); returns the validation accuracy."""
+        data = self.data
+        probabilities = predict_probabilities(self.network, self.valid_loader, self.precision)
+        val_loss, val_accuracy = _evaluate(probabilities, data.valid_targets, data.class_to_label)
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "seconds": seconds,
+            }
+        )
+        if (val_accuracy, -val_loss) > (self.best["accuracy"], -self.best["loss"]):
+            weights = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+            self.best = {
+                "accuracy": val_accuracy,
+                "loss": val_loss,
+                "epoch": epoch + 1,
+                "state": copy.deepcopy(weights),
+                "probabilities": probabilities,
+            }
+        return val_accuracy
+
+    def _generators(self) -> tuple[dict[str, np.random.Generator], dict[str, torch.Generator]]:
+        return {"mixup": self.rng, "dataset": self.train_set.rng}, {
+            "loader": self.train_loader.generator
+        }
+
+    def state(self, epochs_done: int, elapsed: float) -> dict[str, Any]:
+        """What the epoch checkpoint holds after ``epochs_done`` epochs."""
+        return {
+            "epoch": epochs_done,
+            "elapsed": elapsed,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "random": capture_random_state(*self._generators()),
+        }
+
+    def resume(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's ``state``."""
+        self.network.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.history, self.best = saved["history"], saved["best"]
+        self.first_epoch, self.elapsed_before = saved["epoch"], saved["elapsed"]
+        if self.distributed.is_main:
+            restore_random_state(saved["random"], *self._generators())
+        else:  # only the main rank's generators are saved: the others draw anew
+            seed_everything(self.seed + self.distributed.rank + 7919 * self.first_epoch)
+
+    def predict(self, predict_test: bool, progress: bool) -> FoldPredictions:
+        """The best epoch's OOF rows (clean and, if configured, shifted) and test table,
+        each averaged over the ``predict.tta`` views."""
+        config, data, audio = self.config, self.data, self.config.audio
+        self.network.load_state_dict(self.best["state"])
+        outputs = FoldOutputs(self.network, self.precision, config, data)
+        clean = self.best["probabilities"] if not config.predict.tta else None
+        oof = outputs.frame(
+            data.valid, clean if clean is not None else outputs.predict(self.valid_set)
+        )
+        oof_shifted = None
+        shifted = config.predict.shifted_validation
+        if shifted.enabled:
+            condition = partial(_shifted_clip, sample_rate=audio.sample_rate, config=shifted)
+            shifted_set = ClipDataset(
+                data.valid, audio, store=data.store, store_rows=data.valid_rows,
+                condition=condition,
+            )  # fmt: skip
+            oof_shifted = outputs.frame(data.valid, outputs.predict(shifted_set))
+        test, test_seconds = None, 0.0
+        if predict_test and data.test is not None and self.distributed.is_main:
+            test_start = time.perf_counter()
+            test_set = ClipDataset(data.test, audio)
+            test = outputs.frame(data.test, outputs.predict(test_set, progress))
+            test_seconds = time.perf_counter() - test_start
+        return FoldPredictions(oof, oof_shifted, test, test_seconds)
+
+    def metrics(self, predictions: FoldPredictions, train_seconds: float) -> dict[str, Any]:
+        data, best, labels = self.data, self.best, self.data.labels
+        shifted = predictions.oof_shifted
+        return {
+            "experiment": self.config.experiment,
+            "fold": self.fold,
+            "best_epoch": best["epoch"],
+            "val_accuracy": best["accuracy"],
+            "val_loss": best["loss"],
+            "epochs": self.config.train.epochs,
+            "train_clips": len(self.train_set),
+            "train_only_clips": data.train_only_clips,
+            "pseudo_clips": data.pseudo_clips,
+            "clips_per_epoch": self.clips_per_epoch,
+            "val_accuracy_tta": label_accuracy(predictions.oof, data.valid["label"], labels),
+            "val_accuracy_shifted": (
+                None if shifted is None else label_accuracy(shifted, data.valid["label"], labels)
+            ),
+            "valid_clips": len(self.valid_set),
+            "test_clips": 0 if predictions.test is None else predictions.test.height,
+            "train_seconds": round(train_seconds, 2),
+            "test_seconds": round(predictions.test_seconds, 2),
+            "parameters": sum(p.numel() for p in self.network.parameters()),
+            "device": str(self.precision.device),
+            "world_size": self.distributed.world_size,
+            "precision": str(self.precision.dtype).removeprefix("torch."),
+        }
+
+    def write(self, predictions: FoldPredictions, metrics: dict[str, Any]) -> None:
+        """The fold folder, atomically; ``metrics.json`` last, with every file's digest."""
+        config, data, task = self.config, self.data, self.task
+        with atomic_directory(fold_dir(config, self.fold)) as folder:
+            torch.save(
+                {
+                    "state_dict": self.best["state"],
+                    "classes": data.classes,
+                    "labels": data.labels,
+                    "class_to_label": data.class_to_label.tolist(),
+                },
+                folder / "model.pt",
+            )
+            atomic_write_frame(folder / "oof.parquet", predictions.oof)
+            if predictions.oof_shifted is not None:
+                atomic_write_frame(folder / "oof_shifted.parquet", predictions.oof_shifted)
+            if predictions.test is not None:
+                atomic_write_frame(folder / "test.parquet", predictions.test)
+            atomic_write_frame(folder / "history.csv", pl.DataFrame(self.history))
+            atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
+            save_config(config, folder / "config.yaml")
+            columns = task.report_columns()
+            write_report(
+                folder,
+                f"{config.task.dataset_name} / {config.experiment} / fold {self.fold}",
+                with_manifest(predictions.oof, data.valid, columns),
+                data.labels,
+                columns,
+            )
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            metrics["files"] = {p.name: file_digest(p) for p in files}
+            atomic_write_json(folder / "metrics.json", metrics)
+
+
+class FoldPredictions(NamedTuple):
+    oof: pl.DataFrame
+    oof_shifted: pl.DataFrame | None
+    test: pl.DataFrame | None
+    test_seconds: float
+
+
 def _train_fold(
     config: Config,
     fold: int,
@@ -493,304 +767,50 @@ def _train_fold(
     epoch_callback: Any,
     predict_test: bool,
 ) -> dict[str, Any]:
+    """Build, resume from the checkpoint if there is one, fit and evaluate each epoch
+    (checkpointing after each), predict with the best epoch, write the fold."""
     finished = load_fold_metrics(config, fold)
     if finished is not None:
         log.info("fold %d of %s is finished; skipping", fold, config.experiment)
         return finished | {"skipped": True}
 
     started = time.perf_counter()
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    seed = config.train.seed + 1000 * fold
-    distributed = Distributed.from_environment()
-    device = distributed.device(resolve_device(config.train.device))
-    distributed.initialise(device)
-    progress = progress and distributed.is_main
-    seed_everything(seed + distributed.rank)
-    precision = Precision.choose(device, config.train.amp)
-    task = create_task(config.task)
-    data = FoldData(config, task, fold, progress)
-
-    audio = config.audio
-    train_set = ClipDataset(
-        data.train,
-        audio,
-        data.train_targets,
-        store=data.store,
-        store_rows=data.train_rows,
-        seed=seed,
-        train=True,
-        segments=SegmentSource(audio.sample_rate) if config.train.fresh_segments else None,
-    )
-    train_set.augment = build_waveform_augment(
-        config.augment, task.noise_files(), mix_source=train_set.random_clip
-    )
-    valid_set = ClipDataset(
-        data.valid,
-        audio,
-        data.valid_targets,
-        store=data.store,
-        store_rows=data.valid_rows,
-    )
-    shard = (distributed.rank, distributed.world_size) if distributed.enabled else None
-    sampler = None
-    if config.train.label_quota:
-        sampler = QuotaSampler(data.train["label"].to_list(), config.train.label_quota, seed, shard)
-    train_loader = make_loader(
-        train_set,
-        config.train.batch_size,
-        shuffle=True,
-        num_workers=config.train.num_workers,
-        seed=seed,
-        drop_last=len(train_set) > config.train.batch_size * distributed.world_size,
-        shard=shard,
-        sampler=sampler,
-    )
-    valid_loader = make_loader(
-        valid_set,
-        config.predict.batch_size,
-        shuffle=False,
-        num_workers=config.predict.num_workers,
-        seed=seed,
-    )
-
-    context = ModelContext(
-        num_classes=len(data.classes),
-        class_names=tuple(data.classes),
-        audio=audio,
-        features=config.features,
-        spec_augment=config.augment.spec_augment,
-    )
-    network = create_model(config.model.name, context, **config.model.params).to(device)
-    model = distributed.wrap(network, device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-    )
-    scheduler = warmup_cosine(
-        optimizer, config.train.epochs * len(train_loader), config.train.warmup_fraction
-    )
-    scaler = precision.scaler()
-    rng = np.random.default_rng(seed)
-
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"accuracy": -1.0, "loss": math.inf}
+    run = FoldRun.build(config, fold, progress)
+    is_main = run.distributed.is_main
+    progress = progress and is_main
     checkpoint = FoldCheckpoint(
         config.run_dir / "checkpoints" / f"fold{fold}.pt",
         config.identity(),
         enabled=config.train.checkpoint,
     )
-    generators = {"mixup": rng, "dataset": train_set.rng}
-    torch_generators = {"loader": train_loader.generator}
-    first_epoch, elapsed_before = 0, 0.0
     saved = checkpoint.load()
     if saved is not None:
-        network.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        history, best = saved["history"], saved["best"]
-        first_epoch, elapsed_before = saved["epoch"], saved["elapsed"]
-        if distributed.is_main:
-            restore_random_state(saved["random"], generators, torch_generators)
-        else:  # only the main rank's generators are saved: the others draw anew
-            seed_everything(seed + distributed.rank + 7919 * first_epoch)
+        run.resume(saved)
         log.info("fold %d of %s resumes after epoch %d (%s)", fold, config.experiment,
-                 first_epoch, checkpoint.path)  # fmt: skip
-    for epoch in range(first_epoch, config.train.epochs):
+                 run.first_epoch, checkpoint.path)  # fmt: skip
+    for epoch in range(run.first_epoch, config.train.epochs):
         epoch_start = time.perf_counter()
-        if isinstance(train_loader.sampler, DistributedSampler | QuotaSampler):
-            train_loader.sampler.set_epoch(epoch)
-        train_loss = _train_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scheduler,
-            scaler,
-            precision,
-            config,
-            rng,
-            f"fold {fold} epoch {epoch + 1}/{config.train.epochs}",
-            progress,
-        )
-        probabilities = predict_probabilities(network, valid_loader, precision)
-        val_loss, val_accuracy = _evaluate(probabilities, data.valid_targets, data.class_to_label)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "seconds": time.perf_counter() - epoch_start,
-            }
-        )
+        train_loss = run.fit_epoch(epoch, progress)
+        val_accuracy = run.evaluate(epoch, train_loss, time.perf_counter() - epoch_start)
         if progress:
+            last = run.history[-1]
             tqdm.write(
                 f"fold {fold} epoch {epoch + 1:>2}: train loss {train_loss:.4f}  "
-                f"val loss {val_loss:.4f}  val acc {val_accuracy:.4f}"
+                f"val loss {last['val_loss']:.4f}  val acc {val_accuracy:.4f}"
             )
-        if (val_accuracy, -val_loss) > (best["accuracy"], -best["loss"]):
-            best = {
-                "accuracy": val_accuracy,
-                "loss": val_loss,
-                "epoch": epoch + 1,
-                "state": copy.deepcopy(
-                    {k: v.detach().cpu() for k, v in network.state_dict().items()}
-                ),
-                "probabilities": probabilities,
-            }
-        if distributed.is_main:
-            checkpoint.save(
-                {
-                    "epoch": epoch + 1,
-                    "elapsed": elapsed_before + time.perf_counter() - started,
-                    "model": network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "best": best,
-                    "random": capture_random_state(generators, torch_generators),
-                }
-            )
+        if is_main:
+            elapsed = run.elapsed_before + time.perf_counter() - started
+            checkpoint.save(run.state(epoch + 1, elapsed))
         if epoch_callback is not None:
             epoch_callback(epoch, val_accuracy)
-    train_seconds = elapsed_before + time.perf_counter() - started
+    train_seconds = run.elapsed_before + time.perf_counter() - started
 
-    network.load_state_dict(best["state"])
-    views = config.predict.tta
-    outputs = FoldOutputs(network, precision, config, data)
-    oof = outputs.frame(
-        data.valid, best["probabilities"] if not views else outputs.predict(valid_set)
-    )
-    oof_shifted = None
-    shifted = config.predict.shifted_validation
-    if shifted.enabled:
-        condition = partial(_shifted_clip, sample_rate=audio.sample_rate, config=shifted)
-        oof_shifted = outputs.frame(
-            data.valid,
-            outputs.predict(
-                ClipDataset(
-                    data.valid,
-                    audio,
-                    store=data.store,
-                    store_rows=data.valid_rows,
-                    condition=condition,
-                )
-            ),
-        )
-    test = None
-    test_seconds = 0.0
-    if predict_test and data.test is not None and distributed.is_main:
-        test_start = time.perf_counter()
-        test = outputs.frame(data.test, outputs.predict(ClipDataset(data.test, audio), progress))
-        test_seconds = time.perf_counter() - test_start
-
-    metrics = {
-        "experiment": config.experiment,
-        "fold": fold,
-        "best_epoch": best["epoch"],
-        "val_accuracy": best["accuracy"],
-        "val_loss": best["loss"],
-        "epochs": config.train.epochs,
-        "train_clips": len(train_set),
-        "train_only_clips": data.train_only_clips,
-        "pseudo_clips": data.pseudo_clips,
-        "clips_per_epoch": len(sampler) if sampler is not None else len(train_set),
-        "val_accuracy_tta": label_accuracy(oof, data.valid["label"], data.labels),
-        "val_accuracy_shifted": (
-            None
-            if oof_shifted is None
-            else label_accuracy(oof_shifted, data.valid["label"], data.labels)
-        ),
-        "valid_clips": len(valid_set),
-        "test_clips": 0 if test is None else test.height,
-        "train_seconds": round(train_seconds, 2),
-        "test_seconds": round(test_seconds, 2),
-        "parameters": sum(p.numel() for p in network.parameters()),
-        "device": str(device),
-        "world_size": distributed.world_size,
-        "precision": str(precision.dtype).removeprefix("torch."),
-    }
-    if distributed.is_main:
-        with atomic_directory(fold_dir(config, fold)) as folder:
-            torch.save(
-                {
-                    "state_dict": best["state"],
-                    "classes": data.classes,
-                    "labels": data.labels,
-                    "class_to_label": data.class_to_label.tolist(),
-                },
-                folder / "model.pt",
-            )
-            atomic_write_frame(folder / "oof.parquet", oof)
-            if oof_shifted is not None:
-                atomic_write_frame(folder / "oof_shifted.parquet", oof_shifted)
-            if test is not None:
-                atomic_write_frame(folder / "test.parquet", test)
-            atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
-            atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
-            save_config(config, folder / "config.yaml")
-            columns = task.report_columns()
-            write_report(
-                folder,
-                f"{config.task.dataset_name} / {config.experiment} / fold {fold}",
-                with_manifest(oof, data.valid, columns),
-                data.labels,
-                columns,
-            )
-            files = sorted(p for p in folder.iterdir() if p.is_file())
-            metrics["files"] = {p.name: file_digest(p) for p in files}
-            atomic_write_json(folder / "metrics.json", metrics)
+    predictions = run.predict(predict_test, progress)
+    metrics = run.metrics(predictions, train_seconds)
+    if is_main:
+        run.write(predictions, metrics)
         checkpoint.remove()
-    distributed.barrier()
-    return metrics
-
-
-def train_folds(
-    config: Config, folds: list[int] | None = None, progress: bool = True
-) -> list[dict[str, Any]]:
-    """Train the given folds (default: all), skipping finished ones; returns their metrics.
-    Folds run ``train.parallel_folds`` at a time, each in its own process (see
-    ``fold_pool``), or one after the other in this one. When every fold of the experiment
-    is then finished, its report is (re)written. The experiment is locked meanwhile: a
-    second ``train`` of it is refused at once (``RunLockedError``)."""
-    distributed = Distributed.from_environment()
-    if not distributed.is_main:
-        return _train_folds(config, folds, progress)
-    with RunLock(config.run_dir, "train", f"experiment {config.experiment!r}"):
-        return _train_folds(config, folds, progress)
-
-
-def _train_folds(config: Config, folds: list[int] | None, progress: bool) -> list[dict[str, Any]]:
-    from speechstack.fold_pool import fold_processes, train_folds_in_parallel
-
-    chosen = folds if folds is not None else list(range(config.folds.k))
-    finished = {fold: load_fold_metrics(config, fold) for fold in chosen}
-    pending = [fold for fold in chosen if finished[fold] is None]
-    if pending:
-        preflight(config)
-    distributed = Distributed.from_environment()
-    cpu = resolve_device(config.train.device).type == "cpu"
-    processes = fold_processes(config, len(pending), cpu, distributed.enabled)
-    if processes > 1:
-        trained = train_folds_in_parallel(config, pending, processes)
-        metrics = [
-            trained[fold] if finished[fold] is None else finished[fold] | {"skipped": True}
-            for fold in chosen
-        ]
-    else:
-        metrics = []
-        for fold in chosen:
-            try:
-                metrics.append(train_fold(config, fold, progress=progress))
-            except KeyboardInterrupt:
-                done = [k for k in chosen if fold_dir(config, k).joinpath("metrics.json").is_file()]
-                left = [k for k in chosen if k not in done]
-                raise interrupt.FoldsInterrupted(
-                    interrupt.summary(config.experiment, done, left)
-                ) from None
-    if distributed.is_main:
-        write_experiment_report(config)
+    run.distributed.barrier()
     return metrics
 
 

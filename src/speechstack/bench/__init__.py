@@ -5,7 +5,7 @@ best of N), so ratios hold on a busy machine:
 
 1. featurisation   LogMel vs per-clip librosa and vs a bare ``torch.stft`` (the floor)
 2. data pipeline   clips/s from the training DataLoader (store + augmentation + batching)
-3. training loop   seconds per batch of ``_train_epoch`` vs the bare forward/backward/step
+3. training loop   seconds per batch of ``train_epoch`` vs the bare forward/backward/step
                    plus the loader's own work (what the loop itself adds)
 4. inference       clips/s of batched prediction from disk; projected Kaggle test time
 5. scaling         epoch time and peak memory at 1x, 2x, 4x the data (a process per size)

@@ -90,7 +90,7 @@ def scaling_epoch(spec: dict[str, Any]) -> dict[str, Any]:
     must exist already (the parent decodes it), so the child only memory-maps it."""
     import torch
 
-    from speechstack.train import Precision, _train_epoch, warmup_cosine
+    from speechstack.train import Precision, train_epoch, warmup_cosine
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -109,7 +109,7 @@ def scaling_epoch(spec: dict[str, Any]) -> dict[str, Any]:
         precision = Precision.choose(device, config.train.amp)
         before_epoch = MemorySampler.read()
         start = time.perf_counter()
-        _train_epoch(
+        train_epoch(
             model=model,
             loader=loader,
             optimizer=optimizer,

@@ -26,7 +26,7 @@ from speechstack.data import ClipDataset, SegmentSource, WaveformStore, make_loa
 from speechstack.features import AMIN, LogMel, frame_count
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import Task, create_task
-from speechstack.train import Precision, _train_epoch, predict_probabilities, warmup_cosine
+from speechstack.train import Precision, predict_probabilities, train_epoch, warmup_cosine
 
 KAGGLE_TEST_CLIPS = 158_538  # clips in the Kaggle TF speech test set
 
@@ -85,12 +85,7 @@ class Setup:
     def model(self, device: torch.device) -> nn.Module:
         """The config's model (the default CNN), freshly initialised, on ``device``."""
         config = self.config
-        context = ModelContext(
-            num_classes=len(self.task.classes()),
-            audio=config.audio,
-            features=config.features,
-            spec_augment=config.augment.spec_augment,
-        )
+        context = ModelContext.of(config, self.task.classes())
         return create_model(config.model.name, context, **config.model.params).to(device)
 
     def train_dataset(self, clips: int | None = None, augment: bool = True) -> ClipDataset:
@@ -375,7 +370,7 @@ def transform_costs(setup: Setup, clips: int) -> dict[str, float]:
 def bench_train_overhead(
     setup: Setup, rounds: int = 3, max_batches: int | None = None, device: str = "cpu"
 ) -> Stage:
-    """Seconds per batch of ``train._train_epoch`` (loader, augmentation, mixup, loss, clip,
+    """Seconds per batch of ``train.train_epoch`` (loader, augmentation, mixup, loss, clip,
     scheduler, ``loss.item()``) vs the bare forward/backward/step of the same model on the
     same (already loaded) batches."""
     config = setup.config
@@ -396,7 +391,7 @@ def bench_train_overhead(
     batches = [(waveform.to(torch_device), target.to(torch_device)) for waveform, target in loader]
 
     def full_epoch() -> None:
-        _train_epoch(
+        train_epoch(
             model=model,
             loader=loader,
             optimizer=optimizer,
@@ -453,7 +448,7 @@ def bench_train_overhead(
     }
     stage.lines = [
         (
-            f"full loop (_train_epoch), {len(batches)} batches of {batch_size}",
+            f"full loop (train_epoch), {len(batches)} batches of {batch_size}",
             number(per_batch["full"] * 1000, "ms") + "/batch",
         ),
         ("bare forward/backward/step", number(per_batch["bare"] * 1000, "ms") + "/batch"),

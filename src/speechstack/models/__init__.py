@@ -8,14 +8,14 @@ A family registers the pydantic schema of its ``params`` (unknown keys are rejec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from speechstack.config import AudioConfig, FeatureConfig, SpecAugmentConfig, Strict
-from speechstack.registry import Registry
+from speechstack.config import AudioConfig, Config, FeatureConfig, SpecAugmentConfig, Strict
+from speechstack.registry import Registry, import_submodules
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,17 @@ class ModelContext:
     audio: AudioConfig = field(default_factory=AudioConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+    @classmethod
+    def of(cls, config: Config, classes: Sequence[str]) -> ModelContext:
+        """The context of a run's config for a model over ``classes``."""
+        return cls(
+            num_classes=len(classes),
+            class_names=tuple(classes),
+            audio=config.audio,
+            features=config.features,
+            spec_augment=config.augment.spec_augment,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,5 +75,5 @@ def create_model(name: str, context: ModelContext, **params: Any) -> nn.Module:
     return family.build(validated, context)
 
 
-# Register the built-in families (import for the side effect of @register_model).
-from speechstack.models import ast, cnn, convs2s, recurrent, wav2vec2, whisper  # noqa: E402, F401
+# Register every module of this package: the built-in families (@register_model).
+import_submodules(__name__, __path__)

@@ -32,7 +32,7 @@ import polars as pl
 from pydantic import Field
 
 from speechstack.config import Strict, TaskConfig, validate_params
-from speechstack.registry import Registry
+from speechstack.registry import Registry, import_submodules
 
 MANIFEST_COLUMNS = ["fname", "path", "start", "duration", "gain_db", "label", "target", "group"]
 TEST_COLUMNS = ["fname", "path", "start", "duration", "gain_db"]
@@ -159,5 +159,5 @@ def audio_files(folder: Path, pattern: str) -> list[Path]:
     return paths
 
 
-# Register the built-in tasks (import for the side effect of @TASKS.register).
-from speechstack.tasks import crema_d, manifest, ravdess, speech_commands  # noqa: E402, F401
+# Register every module of this package: the built-in tasks (@TASKS.register).
+import_submodules(__name__, __path__)
