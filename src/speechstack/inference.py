@@ -64,9 +64,6 @@ def audio_manifest(folder: Path) -> pl.DataFrame:
     rows = {
         "fname": [path.relative_to(folder).as_posix() for path in paths],
         "path": [str(path.resolve()) for path in paths],
-        "start": [0.0] * len(paths),
-        "duration": [None] * len(paths),
-        "gain_db": [0.0] * len(paths),
     }
     return manifest_frame(rows, TEST_COLUMNS)
 
@@ -161,7 +158,7 @@ def predict_folder(
     with no readable one is always refused. ``tta=False`` predicts the windows as they are
     (to measure what the views add)."""
     views = None if tta else []
-    from speechstack.stack import apply_stack, stack_members
+    from speechstack.stack import apply_stack, member_columns, stack_members
 
     manifest = audio_manifest(audio_dir)
     source_dir = config.task_runs_dir / source
@@ -187,10 +184,10 @@ def predict_folder(
     if experiments is not None:
         features = pl.DataFrame(
             {
-                f"{name}:{label}": column
+                column_name: column
                 for name in experiments
-                for label, column in zip(
-                    labels,
+                for column_name, column in zip(
+                    member_columns(name, labels),
                     predict_experiment(
                         config.task_runs_dir / name, manifest, device, progress, views
                     ).T,

@@ -29,7 +29,7 @@ import polars as pl
 
 from speechstack.artifacts import atomic_write_frame, read_frame
 from speechstack.config import Config, PseudoConfig
-from speechstack.stack import STACKER_SPEC, collect_test, stack_members
+from speechstack.stack import STACKER_SPEC, collect_test, member_columns, stack_members
 from speechstack.submission import predicted_labels
 from speechstack.tasks import Task
 
@@ -119,7 +119,7 @@ def _stack_predictions(
     stack_labels = predicted_labels(joined, labels)
     agree = np.ones(joined.height, dtype=bool)
     for member in members:
-        agree &= predicted_labels(joined, labels, [f"{member}:{c}" for c in labels]) == stack_labels
+        agree &= predicted_labels(joined, labels, member_columns(member, labels)) == stack_labels
     return stack.with_columns(pl.Series("agree", agree))
 
 

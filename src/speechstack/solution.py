@@ -38,7 +38,7 @@ from speechstack.pseudo import (
     select_pseudo_labels,
     write_pseudo_labels,
 )
-from speechstack.stack import collect_test, run_stack
+from speechstack.stack import collect_test, member_columns, run_stack
 from speechstack.submission import (
     accuracy_by_condition,
     predicted_labels,
@@ -205,7 +205,7 @@ def _stack(
                 "experiment",
                 scores["cv"],
                 scores["shifted"],
-                _test_accuracy(task, test, [f"{source}:{c}" for c in task.labels]),
+                _test_accuracy(task, test, member_columns(source, task.labels)),
             )
         )
     for combiner in ("mean", "lightgbm"):

@@ -43,6 +43,11 @@ class StackError(ValueError):
     """Missing or inconsistent experiment outputs; the message names the folder."""
 
 
+def member_columns(experiment: str, labels: list[str]) -> list[str]:
+    """The stacker's feature columns of one member: ``<experiment>:<label>`` per label."""
+    return [f"{experiment}:{label}" for label in labels]
+
+
 def _read_experiment(run_dir: Path, k: int, kind: str) -> pl.DataFrame:
     frames = []
     for fold in range(k):
@@ -88,7 +93,14 @@ def collect_oof(
         if (joined["fold"] != joined["_fold"]).any():
             raise StackError(f"{runs_dir / name}: OOF rows come from the wrong fold model")
         table = table.join(
-            oof.select("fname", *[pl.col(c).alias(f"{name}:{c}") for c in labels]), on="fname"
+            oof.select(
+                "fname",
+                *[
+                    pl.col(c).alias(f)
+                    for c, f in zip(labels, member_columns(name, labels), strict=True)
+                ],
+            ),
+            on="fname",
         )
     return table
 
@@ -104,7 +116,11 @@ def collect_test(
         except StackError:
             return None
         averaged = test.group_by("fname").agg(
-            *[pl.col(c).mean().alias(f"{name}:{c}") for c in labels], pl.len().alias("_n")
+            *[
+                pl.col(c).mean().alias(f)
+                for c, f in zip(labels, member_columns(name, labels), strict=True)
+            ],
+            pl.len().alias("_n"),
         )
         if (averaged["_n"] != k).any():
             raise StackError(f"{runs_dir / name}: fold test predictions cover different clips")
@@ -162,7 +178,7 @@ def source_predictions(
     test = collect_test(runs_dir, [source], fold_count(folds), labels)
     if test is None:
         raise FileNotFoundError(f"{source_dir}: no test predictions (does the data have test/?)")
-    columns = [f"{source}:{c}" for c in labels]
+    columns = member_columns(source, labels)
     return SourcePredictions(
         test.rename(dict(zip(columns, labels, strict=True))),
         label_accuracy(oof, oof["label"], labels, columns),
@@ -185,7 +201,7 @@ def has_shifted_oof(runs_dir: Path, experiments: list[str], k: int) -> bool:
 
 def member_probabilities(table: pl.DataFrame, name: str, labels: list[str]) -> np.ndarray:
     """``(clips, labels)`` of one experiment's ``<name>:<label>`` columns."""
-    return table.select([f"{name}:{c}" for c in labels]).to_numpy()
+    return table.select(member_columns(name, labels)).to_numpy()
 
 
 def mean_probabilities(table: pl.DataFrame, names: list[str], labels: list[str]) -> np.ndarray:

@@ -116,8 +116,17 @@ def create_task(config: TaskConfig) -> Task:
     return cls(config.data_dir, params)
 
 
+WHOLE_FILE = {"start": 0.0, "duration": None, "gain_db": 0.0}  # a clip that is its file
+
+
 def manifest_frame(rows: dict[str, list[Any]], columns: list[str]) -> pl.DataFrame:
-    """Build a manifest with the standard column types, in a stable row order."""
+    """Build a manifest with the standard column types, in a stable row order. ``start``,
+    ``duration`` and ``gain_db`` left out (or left empty) mean the whole file, as read."""
+    count = len(rows["fname"])
+    rows = {**rows}
+    for column, value in WHOLE_FILE.items():
+        if not rows.get(column):
+            rows[column] = [value] * count
     schema: dict[str, Any] = {
         "fname": pl.String,
         "path": pl.String,

@@ -144,9 +144,6 @@ class Manifest(Task):
         rows: dict[str, list] = {
             "fname": [],
             "path": [],
-            "start": [],
-            "duration": [],
-            "gain_db": [],
             "label": [],
             "target": [],
             "group": [],
@@ -154,9 +151,6 @@ class Manifest(Task):
         for row, relative, label in table.select("_row", "_path", "_label").iter_rows():
             rows["fname"].append(relative)
             rows["path"].append(str(self._resolve(relative, row)))
-            rows["start"].append(0.0)
-            rows["duration"].append(None)
-            rows["gain_db"].append(0.0)
             rows["label"].append(label)
             rows["target"].append(label)
         if params.speaker_column:

@@ -130,9 +130,6 @@ class SpeechCommands(Task):
                 label = word_label(word)
                 rows["fname"].append(f"{word}/{path.name}")
                 rows["path"].append(str(path.resolve()))
-                rows["start"].append(0.0)
-                rows["duration"].append(None)
-                rows["gain_db"].append(0.0)
                 rows["label"].append(label)
                 rows["target"].append(label if self.params.label_mode == "labels" else word)
                 rows["group"].append(match["speaker"])
@@ -218,9 +215,6 @@ class SpeechCommands(Task):
         rows = {
             "fname": [path.name for path in paths],
             "path": [str(path.resolve()) for path in paths],
-            "start": [0.0] * len(paths),
-            "duration": [None] * len(paths),
-            "gain_db": [0.0] * len(paths),
         }
         return manifest_frame(rows, TEST_COLUMNS)
 
