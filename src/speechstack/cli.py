@@ -278,11 +278,11 @@ def cmd_report(args: argparse.Namespace) -> None:
             experiment = config.model_copy(update={"experiment": name})
             summary = write_experiment_report(experiment, task, manifest)
         if summary is None:
-            rows.append((name, "-", "-", "unfinished folds: no report"))
+            rows.append((name, "-", "-", "-", "unfinished folds: no report"))
             continue
         macro = summary["averages"]["macro"]["f1"]
-        rows.append((name, summary["accuracy"], macro, str(run_dir / "report.md")))
-    print(format_table(["run", "accuracy", "macro F1", "report"], rows))
+        rows.append((name, summary["accuracy"], summary["uar"], macro, str(run_dir / "report.md")))
+    print(format_table(["run", "accuracy", "UAR", "macro F1", "report"], rows))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -29,7 +29,7 @@ REPORT_FILES = ("report.md", "confusion.png", "report.json")
 def summarise(
     predictions: pl.DataFrame, labels: list[str], group_columns: list[str]
 ) -> dict[str, Any]:
-    """The report's numbers: accuracy, per-class and averaged precision/recall/F1/support,
+    """The report's numbers: accuracy, UAR, per-class and averaged precision/recall/F1/support,
     the confusion matrix (rows = truth, columns = prediction) and per-group accuracy."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -66,9 +66,13 @@ def summarise(
             .sort(["accuracy", "value"])
         )
         groups[column] = table.to_dicts()
+    present = support > 0
     return {
         "clips": len(truth),
         "accuracy": float(correct.mean()) if len(truth) else 0.0,
+        # unweighted average recall (balanced accuracy): the mean of the per-class recalls
+        # over the classes that occur, what emotion papers quote beside accuracy
+        "uar": float(recall[present].mean()) if present.any() else 0.0,
         "labels": labels,
         "classes": classes,
         "averages": averages,
@@ -83,7 +87,7 @@ def _markdown(title: str, summary: dict[str, Any]) -> str:
         f"# {title}",
         "",
         f"{summary['clips']} clips, accuracy **{summary['accuracy']:.4f}**, "
-        f"macro F1 {summary['averages']['macro']['f1']:.4f}",
+        f"UAR {summary['uar']:.4f}, macro F1 {summary['averages']['macro']['f1']:.4f}",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
