@@ -23,6 +23,7 @@ the last epoch's checkpoint (``checkpoint``), where a re-run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -477,15 +478,22 @@ def train_fold(
     trials need only the validation score). The fold is locked while it trains: a second
     process training the same fold of the same experiment is refused (``RunLockedError``).
     """
-    options = {"progress": progress, "epoch_callback": epoch_callback}
-    if not Distributed.from_environment().is_main:  # the main rank holds the lock for all
-        return _train_fold(config, fold, **options, predict_test=predict_test)
-    with RunLock(config.run_dir, f"fold{fold}", f"fold {fold} of {config.experiment}"):
-        for orphan in remove_orphans(config.run_dir):
-            log.info("removed %s, left by a killed run", orphan)
-        if load_fold_metrics(config, fold) is None:
+    is_main = Distributed.from_environment().is_main  # the main rank holds the lock for all
+    lock = RunLock(config.run_dir, f"fold{fold}", f"fold {fold} of {config.experiment}")
+    with lock if is_main else contextlib.nullcontext():
+        if is_main:
+            for orphan in remove_orphans(config.run_dir):
+                log.info("removed %s, left by a killed run", orphan)
+        finished = load_fold_metrics(config, fold)
+        if finished is not None:
+            log.info("fold %d of %s is finished; skipping", fold, config.experiment)
+            return finished | {"skipped": True}
+        if is_main:
             preflight(config)
-        return _train_fold(config, fold, **options, predict_test=predict_test)
+        return _train_fold(
+            config, fold, progress=progress, epoch_callback=epoch_callback,
+            predict_test=predict_test,
+        )  # fmt: skip
 
 
 @dataclass
@@ -768,12 +776,8 @@ def _train_fold(
     predict_test: bool,
 ) -> dict[str, Any]:
     """Build, resume from the checkpoint if there is one, fit and evaluate each epoch
-    (checkpointing after each), predict with the best epoch, write the fold."""
-    finished = load_fold_metrics(config, fold)
-    if finished is not None:
-        log.info("fold %d of %s is finished; skipping", fold, config.experiment)
-        return finished | {"skipped": True}
-
+    (checkpointing after each), predict with the best epoch, write the fold (an unfinished
+    fold: ``train_fold`` checked)."""
     started = time.perf_counter()
     run = FoldRun.build(config, fold, progress)
     is_main = run.distributed.is_main
