@@ -106,6 +106,9 @@ pseudo: $(STAMP) ## confident test clips of SOURCE (default the stack) -> runs/<
 solution: $(STAMP) ## the recipe in one command (configs/TASK/solution-PRESET.yaml, PRESET=cpu|gpu): families, pseudo round, stack, submission
 	$(MAKE) --no-print-directory data-demo
 	$(CLI) solution --config configs/$(TASK)/solution-$(PRESET).yaml --data $(DATA) $(foreach s,$(SET),--set $(s))
+	@if [ "$(TASK)" != speech_commands ] && [ -f "$(DATA)/demo_holdout/answers.csv" ]; then \
+	  $(CLI) predict --config configs/$(TASK)/solution-$(PRESET).yaml --data $(DATA) --audio $(DATA)/demo_holdout \
+	    --answers $(DATA)/demo_holdout/answers.csv --out runs/$(TASK)/demo_holdout.csv; fi
 
 # The Kaggle task ends with a submission; the others predict their demo's unseen speakers.
 ifeq ($(TASK),speech_commands)

@@ -168,6 +168,16 @@ def test_band_norm_removes_a_fixed_channel_colouring() -> None:
         assert (clip(features + colouring) - clip(features)).abs().max() > 5.0
 
 
+def test_norm_none_keeps_the_level_visible() -> None:
+    """mode="none" (emotion: loudness is a cue) passes a gain through as a dB offset."""
+    features = random_features(2)
+    keep = FrequencyNorm(64, "none").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(keep(features), features, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(keep(features + 20.0) - keep(features),
+                                   torch.full_like(features, 20.0), atol=1e-3, rtol=0)  # fmt: skip
+
+
 def test_frequency_norm_output_is_invariant_to_input_gain(speech: np.ndarray) -> None:
     log_mel = LogMel(FeatureConfig(), RATE)
     norm = FrequencyNorm(64)

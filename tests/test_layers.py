@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {
         "features",
+        "acoustic",
         "augment",
         "folds",
         "tasks",

@@ -108,8 +108,20 @@ def test_recipe_errors_name_the_file(workdir: Path, repo_root: Path, tmp_path: P
 
 
 def test_every_shipped_recipe_loads(repo_root: Path) -> None:
-    for path in sorted((repo_root / "configs").glob("*/solution-*.yaml")):
+    """Every recipe's families resolve (a task's own file, or its base composed with
+    ``configs/models/<family>.yaml``) and validate, with distinct experiment names."""
+    from speechstack.solution import experiment_config
+
+    recipes = sorted((repo_root / "configs").glob("*/solution-*.yaml"))
+    assert {path.parent.name for path in recipes} >= {"speech_commands", "ravdess", "crema_d"}
+    for path in recipes:
         config = load_config(path)
         assert config.solution.experiments, path
-        for entry in config.solution.experiments:
-            assert (path.parent / entry.config).is_file(), (path, entry.config)
+        families = [
+            experiment_config(config, path, i, [], [])
+            for i in range(len(config.solution.experiments))
+        ]
+        names = [family.experiment for family in families]
+        assert len(set(names)) == len(names), (path, names)
+        if path.parent.name != "speech_commands":
+            assert "acoustic" in {family.model.name for family in families}, path

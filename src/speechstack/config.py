@@ -103,8 +103,8 @@ class FeatureConfig(Strict):
     f_max: float | None = None  # Hz; None = sample_rate / 2
     # clip: subtract each clip's mean dB (its gain); band: subtract each mel band's mean
     # over the clip's frames (its gain and any fixed channel/EQ colouring: cepstral mean
-    # normalisation)
-    norm: Literal["clip", "band"] = "clip"
+    # normalisation); none: keep the level (a cue for emotion, a nuisance for words)
+    norm: Literal["clip", "band", "none"] = "clip"
 
     @model_validator(mode="after")
     def _window_fits(self) -> FeatureConfig:

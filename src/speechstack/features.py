@@ -135,15 +135,18 @@ class FrequencyNorm(nn.Module):
     """Level-invariant scaling of log-mel ``(batch, n_mels, frames)``: each clip's mean dB
     is subtracted (``mode="clip"``: a recording's gain is a constant dB offset) or each mel
     band's mean over the clip (``mode="band"``: a fixed microphone, channel or room colouring
-    is a constant dB offset per band too), then batch normalisation per mel bin puts the
-    values on a unit scale without a dataset-statistics pass."""
+    is a constant dB offset per band too), or nothing (``mode="none"``: the level stays
+    visible), then batch normalisation per mel bin puts the values on a unit scale without
+    a dataset-statistics pass."""
 
     def __init__(self, n_mels: int, mode: str = "clip") -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(n_mels)
-        self.dims = (1, 2) if mode == "clip" else (2,)
+        self.dims: tuple[int, ...] | None = {"clip": (1, 2), "band": (2,), "none": None}[mode]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.dims is None:
+            return self.norm(features)
         return self.norm(features - features.mean(dim=self.dims, keepdim=True))
 
 

@@ -28,6 +28,7 @@ from speechstack import interrupt
 from speechstack.config import Config
 from speechstack.distributed import Distributed
 from speechstack.lock import RunLock
+from speechstack.models import model_trainer
 from speechstack.train import (
     fold_dir,
     load_fold_metrics,
@@ -88,10 +89,12 @@ def _train_folds(config: Config, folds: list[int] | None, progress: bool) -> lis
 def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: bool) -> int:
     """How many folds to train at once: ``train.parallel_folds`` (at most ``pending``); with
     ``auto`` one per CPU core on the CPU when not under torchrun and ``train.threads`` is
-    unset, else 1."""
+    unset, else 1. A ``features`` family (fitted in seconds) trains its folds one after
+    another: the first extracts every clip's features once, the others read the cache."""
     setting = config.train.parallel_folds
     if setting == "auto":
-        if not cpu_device or distributed or config.train.threads:
+        features = model_trainer(config.model.name) == "features"
+        if features or not cpu_device or distributed or config.train.threads:
             return 1
         setting = os.cpu_count() or 1
     return max(1, min(setting, pending))

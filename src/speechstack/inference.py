@@ -15,6 +15,7 @@ reasons (``speechstack predict`` writes them to ``<out>.bad.csv``), or refused w
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,12 +25,13 @@ import polars as pl
 import torch
 from torch import nn
 
+from speechstack.acoustic import clip_features
 from speechstack.artifacts import damaged_files
 from speechstack.config import Config, TtaView, load_config
 from speechstack.data import ClipDataset, make_loader, unreadable_clips
 from speechstack.models import ModelContext, create_model
-from speechstack.tasks import TEST_COLUMNS, manifest_frame
-from speechstack.train import Precision, predict_probabilities, resolve_device
+from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
+from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
@@ -68,12 +70,8 @@ def audio_manifest(folder: Path) -> pl.DataFrame:
     return manifest_frame(rows, TEST_COLUMNS)
 
 
-def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Config, np.ndarray]:
-    """A finished fold's model (best weights, eval mode, on ``device``), its resolved config
-    and its class-to-label matrix ``(classes, labels)``."""
-    weights = folder / "model.pt"
-    if not weights.is_file():
-        raise PredictError(f"{weights} not found: the fold is not trained")
+def _check_intact(folder: Path) -> None:
+    """Refuse a fold whose files differ from the sizes and SHA-256 its metrics recorded."""
     metrics_path = folder / "metrics.json"
     recorded = (
         json.loads(metrics_path.read_text()).get("files", {}) if metrics_path.is_file() else {}
@@ -83,6 +81,15 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Conf
         raise PredictError(
             f"fold {folder} is damaged: {'; '.join(problems)}; `make train` trains it again"
         )
+
+
+def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, Config, np.ndarray]:
+    """A finished fold's model (best weights, eval mode, on ``device``), its resolved config
+    and its class-to-label matrix ``(classes, labels)``."""
+    weights = folder / "model.pt"
+    if not weights.is_file():
+        raise PredictError(f"{weights} not found: the fold is not trained")
+    _check_intact(folder)
     config = load_config(folder / "config.yaml")
     try:
         saved: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)
@@ -111,11 +118,19 @@ def predict_experiment(
     """Label probabilities ``(clips, labels)``: the mean over the experiment's fold models,
     each averaging the test-time ``views`` it was trained with (or the given ``views``;
     ``[]``: none)."""
-    folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
+    folds = sorted(
+        path
+        for path in run_dir.glob("fold*")
+        if (path / "model.pt").is_file() or (path / FEATURE_MODEL).is_file()
+    )
     if not folds:
         raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
     total: np.ndarray | None = None
     for folder in folds:
+        if (folder / FEATURE_MODEL).is_file():
+            labels = feature_fold_probabilities(folder, manifest, progress)
+            total = labels if total is None else total + labels
+            continue
         model, config, class_to_label = load_fold_model(folder, device)
         dataset = ClipDataset(manifest, config.audio)
         loader = make_loader(
@@ -140,6 +155,34 @@ def predict_experiment(
         total = labels if total is None else total + labels
     assert total is not None
     return total / len(folds)
+
+
+def feature_fold_probabilities(
+    folder: Path, manifest: pl.DataFrame, progress: bool = False
+) -> np.ndarray:
+    """Label probabilities ``(clips, labels)`` of a ``features`` family's fold
+    (``model.pkl``): the clips' features (cached like training's), each clip standardised
+    with the clips of its own speaker among ``manifest`` (``Task.speaker_of`` its file name;
+    an unknown speaker: the training side's statistics)."""
+    _check_intact(folder)
+    config = load_config(folder / "config.yaml")
+    try:
+        with open(folder / FEATURE_MODEL, "rb") as stream:
+            saved: dict[str, Any] = pickle.load(stream)  # our own fold file, digest-checked
+    except Exception as error:
+        raise PredictError(
+            f"{folder / FEATURE_MODEL} cannot be loaded ({type(error).__name__}: {error}); "
+            "delete the fold folder and `make train` trains it again"
+        ) from error
+    model = saved["model"]
+    features = clip_features(
+        manifest, model.params.feature_set, config.audio.sample_rate, config.audio.max_samples,
+        config.cache_dir, progress,
+    )  # fmt: skip
+    speaker_of = TASKS.get(config.task.name).speaker_of
+    speakers = [speaker_of(fname) for fname in manifest["fname"]]
+    class_to_label = np.asarray(saved["class_to_label"], dtype=np.float32)
+    return model.predict_proba(features, speakers) @ class_to_label
 
 
 def predict_folder(

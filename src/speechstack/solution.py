@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from speechstack.artifacts import atomic_write_json, read_frame
-from speechstack.config import Config, load_config
+from speechstack.config import Config, composed_experiment, load_config
 from speechstack.fold_pool import train_folds
 from speechstack.folds import write_folds
 from speechstack.pseudo import (
@@ -90,7 +90,7 @@ def experiment_config(
     ``set`` for it, the command line's overrides, then ``extra`` (round settings)."""
     entry = recipe.solution.experiments[index]
     path = (recipe_path.parent / entry.config).resolve()
-    if not path.is_file():
+    if not path.is_file() and composed_experiment(path) is None:
         raise SolutionError(f"{recipe_path}: solution.experiments[{index}]: {path} not found")
     sets = [f"{key}={json.dumps(value)}" for key, value in entry.set.items()]
     dataset = [] if recipe.task.dataset is None else [f"task.dataset={recipe.task.dataset}"]

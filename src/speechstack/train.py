@@ -28,9 +28,10 @@ import copy
 import json
 import logging
 import math
+import pickle
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,6 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from speechstack import interrupt
+from speechstack.acoustic import AugmentedCopy, augmented_key, clip_features
 from speechstack.artifacts import (
     atomic_directory,
     atomic_write_frame,
@@ -75,7 +77,7 @@ from speechstack.data import (
 from speechstack.distributed import Distributed
 from speechstack.folds import FoldsError, attach_folds, fold_count, read_folds, scored_rows
 from speechstack.lock import RunLock
-from speechstack.models import ModelContext, create_model
+from speechstack.models import ModelContext, create_model, model_trainer
 from speechstack.report import report_oof, with_manifest, write_report
 from speechstack.submission import label_accuracy
 from speechstack.tasks import TEST_COLUMNS, Task, create_task
@@ -285,6 +287,7 @@ class FoldData:
         # One store for all of the task's clips (+ this round's pseudo-labelled ones), in a
         # fixed order: every fold (and experiment) of a round reuses its cache file.
         stored = pl.concat([manifest.select(TEST_COLUMNS), pseudo.select(TEST_COLUMNS)])
+        self.stored = stored
         row_of = {name: row for row, name in enumerate(stored["fname"])}
         self.train_rows = np.array([row_of[n] for n in self.train["fname"]], dtype=np.int64)
         self.valid_rows = np.array([row_of[n] for n in self.valid["fname"]], dtype=np.int64)
@@ -727,9 +730,10 @@ class FoldRun:
         }
 
     def write(self, predictions: FoldPredictions, metrics: dict[str, Any]) -> None:
-        """The fold folder, atomically; ``metrics.json`` last, with every file's digest."""
-        config, data, task = self.config, self.data, self.task
-        with atomic_directory(fold_dir(config, self.fold)) as folder:
+        """The fold folder, atomically; the best epoch's weights as ``model.pt``."""
+        data = self.data
+
+        def save_model(folder: Path) -> None:
             torch.save(
                 {
                     "state_dict": self.best["state"],
@@ -739,25 +743,45 @@ class FoldRun:
                 },
                 folder / "model.pt",
             )
-            atomic_write_frame(folder / "oof.parquet", predictions.oof)
-            if predictions.oof_shifted is not None:
-                atomic_write_frame(folder / "oof_shifted.parquet", predictions.oof_shifted)
-            if predictions.test is not None:
-                atomic_write_frame(folder / "test.parquet", predictions.test)
-            atomic_write_frame(folder / "history.csv", pl.DataFrame(self.history))
-            atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
-            save_config(config, folder / "config.yaml")
-            columns = task.report_columns()
-            write_report(
-                folder,
-                f"{config.task.dataset_name} / {config.experiment} / fold {self.fold}",
-                with_manifest(predictions.oof, data.valid, columns),
-                data.labels,
-                columns,
-            )
-            files = sorted(p for p in folder.iterdir() if p.is_file())
-            metrics["files"] = {p.name: file_digest(p) for p in files}
-            atomic_write_json(folder / "metrics.json", metrics)
+
+        write_fold(self.config, self.fold, self.task, data, predictions, metrics, self.history,
+                   save_model)  # fmt: skip
+
+
+def write_fold(
+    config: Config,
+    fold: int,
+    task: Task,
+    data: FoldData,
+    predictions: FoldPredictions,
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
+    save_model: Callable[[Path], None],
+) -> None:
+    """A fold folder, atomically (the whole folder appears at once, or not at all):
+    ``save_model(folder)`` writes the model file, then the prediction tables, history,
+    data listing, config and report; ``metrics.json`` last, with every file's digest."""
+    with atomic_directory(fold_dir(config, fold)) as folder:
+        save_model(folder)
+        atomic_write_frame(folder / "oof.parquet", predictions.oof)
+        if predictions.oof_shifted is not None:
+            atomic_write_frame(folder / "oof_shifted.parquet", predictions.oof_shifted)
+        if predictions.test is not None:
+            atomic_write_frame(folder / "test.parquet", predictions.test)
+        atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
+        atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
+        save_config(config, folder / "config.yaml")
+        columns = task.report_columns()
+        write_report(
+            folder,
+            f"{config.task.dataset_name} / {config.experiment} / fold {fold}",
+            with_manifest(predictions.oof, data.valid, columns),
+            data.labels,
+            columns,
+        )
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        metrics["files"] = {p.name: file_digest(p) for p in files}
+        atomic_write_json(folder / "metrics.json", metrics)
 
 
 class FoldPredictions(NamedTuple):
@@ -765,6 +789,195 @@ class FoldPredictions(NamedTuple):
     oof_shifted: pl.DataFrame | None
     test: pl.DataFrame | None
     test_seconds: float
+
+
+@dataclass
+class FeatureFoldRun:
+    """One fold of a ``features`` family (``acoustic``): clip features of every clip (cached
+    across folds and experiments), a classifier fitted once on the training side, then the
+    same OOF, shifted-OOF and test tables and fold folder as a network's. Each clip is
+    standardised with its own speaker's clips (the manifest's ``group``; test and
+    pseudo-labelled clips: ``Task.speaker_of`` their file name). TTA views do not apply:
+    the functionals summarise the whole clip."""
+
+    config: Config
+    fold: int
+    task: Task
+    data: FoldData
+    model: Any
+    seed: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    valid_probabilities: np.ndarray | None = None  # class probabilities, after `fit`
+
+    @classmethod
+    def build(cls, config: Config, fold: int, progress: bool) -> FeatureFoldRun:
+        task = create_task(config.task)
+        data = FoldData(config, task, fold, progress)
+        model = create_model(
+            config.model.name, ModelContext.of(config, data.classes), **config.model.params
+        )
+        return cls(config, fold, task, data, model, config.train.seed + 1000 * fold)
+
+    def _features(
+        self, manifest: pl.DataFrame, condition: Any = None, condition_key: str | None = None
+    ) -> np.ndarray:
+        audio = self.config.audio
+        return clip_features(
+            manifest, self.model.params.feature_set, audio.sample_rate, audio.max_samples,
+            self.config.cache_dir, condition=condition, condition_key=condition_key,
+        )  # fmt: skip
+
+    def _speakers(self, manifest: pl.DataFrame) -> list[str | None]:
+        """The manifest's ``group`` for training clips; the file name's speaker for test
+        and pseudo-labelled clips."""
+        groups = manifest["group"] if "group" in manifest.columns else [None] * manifest.height
+        return [
+            group if group not in (None, "pseudo") else self.task.speaker_of(fname)
+            for fname, group in zip(manifest["fname"], groups, strict=True)
+        ]
+
+    def _augmented_copies(self) -> list[np.ndarray]:
+        """Features of every stored clip through the training augmentation, once per
+        ``augment_copies`` (cached like the clean ones)."""
+        config, data = self.config, self.data
+        copies = self.model.params.augment_copies
+        noise_files = self.task.noise_files()
+        transform = build_waveform_augment(
+            config.augment, noise_files,
+            mix_source=lambda: data.store.read(random.randrange(len(data.store))),
+        )  # fmt: skip
+        if transform is None or copies == 0:
+            return []
+        augment_json = config.augment.model_dump_json()
+        return [
+            self._features(
+                data.stored,
+                AugmentedCopy(transform, config.audio.sample_rate, config.train.seed, copy),
+                augmented_key(augment_json, noise_files, config.train.seed, copy),
+            )
+            for copy in range(copies)
+        ]
+
+    def fit(self) -> float:
+        """Fit on the training side (its clean clips and their augmented copies, each copy
+        standardised as a speaker group of its own) and score the validation side; the
+        accuracy."""
+        data, started = self.data, time.perf_counter()
+        stored = self._features(data.stored)
+        speakers = self._speakers(data.train)
+        features, groups = [stored[data.train_rows]], list(speakers)
+        for index, augmented in enumerate(self._augmented_copies()):
+            features.append(augmented[data.train_rows])
+            groups += [None if s is None else f"{s}#copy{index}" for s in speakers]
+        targets = np.tile(data.train_targets, len(features))
+        self.model.fit(np.concatenate(features), groups, targets, self.seed)
+        probabilities = self.model.predict_proba(
+            stored[data.valid_rows], self._speakers(data.valid)
+        )
+        self.valid_probabilities = probabilities
+        val_loss, val_accuracy = _evaluate(probabilities, data.valid_targets, data.class_to_label)
+        self.history = [
+            {
+                "epoch": 1,
+                "train_loss": math.nan,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "seconds": time.perf_counter() - started,
+            }
+        ]
+        return val_accuracy
+
+    def predict(self, predict_test: bool, progress: bool) -> FoldPredictions:
+        config, data = self.config, self.data
+        probability = partial(probability_frame, labels=data.labels)
+        if self.valid_probabilities is None:
+            raise RuntimeError("predict before fit")
+        oof = probability(data.valid["fname"], self.valid_probabilities @ data.class_to_label)
+        oof_shifted = None
+        shifted = config.predict.shifted_validation
+        if shifted.enabled:
+            condition = partial(_shifted_clip, sample_rate=config.audio.sample_rate, config=shifted)
+            features = self._features(data.valid, condition)
+            shifted_probabilities = self.model.predict_proba(features, self._speakers(data.valid))
+            oof_shifted = probability(
+                data.valid["fname"], shifted_probabilities @ data.class_to_label
+            )
+        test, test_seconds = None, 0.0
+        if predict_test and data.test is not None:
+            test_start = time.perf_counter()
+            features = self._features(data.test)
+            test_probabilities = self.model.predict_proba(features, self._speakers(data.test))
+            test = probability(data.test["fname"], test_probabilities @ data.class_to_label)
+            test_seconds = time.perf_counter() - test_start
+        return FoldPredictions(oof, oof_shifted, test, test_seconds)
+
+    def metrics(self, predictions: FoldPredictions, train_seconds: float) -> dict[str, Any]:
+        data, labels, last = self.data, self.data.labels, self.history[-1]
+        shifted = predictions.oof_shifted
+        return {
+            "experiment": self.config.experiment,
+            "fold": self.fold,
+            "best_epoch": 1,
+            "val_accuracy": last["val_accuracy"],
+            "val_loss": last["val_loss"],
+            "epochs": 1,
+            "train_clips": data.train.height,
+            "train_only_clips": data.train_only_clips,
+            "pseudo_clips": data.pseudo_clips,
+            "clips_per_epoch": data.train.height,
+            "val_accuracy_tta": label_accuracy(predictions.oof, data.valid["label"], labels),
+            "val_accuracy_shifted": (
+                None if shifted is None else label_accuracy(shifted, data.valid["label"], labels)
+            ),
+            "valid_clips": data.valid.height,
+            "test_clips": 0 if predictions.test is None else predictions.test.height,
+            "train_seconds": round(train_seconds, 2),
+            "test_seconds": round(predictions.test_seconds, 2),
+            "parameters": self.model.parameters,
+            "device": "cpu",
+            "world_size": 1,
+            "precision": "float32",
+        }
+
+    def write(self, predictions: FoldPredictions, metrics: dict[str, Any]) -> None:
+        """The fold folder, atomically; the fitted classifier as ``model.pkl``."""
+        data = self.data
+
+        def save_model(folder: Path) -> None:
+            saved = {
+                "model": self.model,
+                "classes": data.classes,
+                "labels": data.labels,
+                "class_to_label": data.class_to_label.tolist(),
+                "task": self.config.task.name,
+            }
+            with open(folder / FEATURE_MODEL, "wb") as stream:
+                pickle.dump(saved, stream, protocol=pickle.HIGHEST_PROTOCOL)
+
+        write_fold(self.config, self.fold, self.task, data, predictions, metrics, self.history,
+                   save_model)  # fmt: skip
+
+
+FEATURE_MODEL = "model.pkl"  # a features family's fold model (a network's: model.pt)
+
+
+def _train_feature_fold(
+    config: Config, fold: int, *, progress: bool, epoch_callback: Any, predict_test: bool
+) -> dict[str, Any]:
+    """A ``features`` family's fold: build, fit once, predict, write (no checkpoint: the
+    fit takes seconds once the features are cached)."""
+    started = time.perf_counter()
+    run = FeatureFoldRun.build(config, fold, progress)
+    val_accuracy = run.fit()
+    if progress:
+        tqdm.write(f"fold {fold}: val acc {val_accuracy:.4f}")
+    if epoch_callback is not None:
+        epoch_callback(0, val_accuracy)
+    train_seconds = time.perf_counter() - started
+    predictions = run.predict(predict_test, progress)
+    metrics = run.metrics(predictions, train_seconds)
+    run.write(predictions, metrics)
+    return metrics
 
 
 def _train_fold(
@@ -777,7 +990,12 @@ def _train_fold(
 ) -> dict[str, Any]:
     """Build, resume from the checkpoint if there is one, fit and evaluate each epoch
     (checkpointing after each), predict with the best epoch, write the fold (an unfinished
-    fold: ``train_fold`` checked)."""
+    fold: ``train_fold`` checked). A ``features`` family is fitted once instead."""
+    if model_trainer(config.model.name) == "features":
+        return _train_feature_fold(
+            config, fold, progress=progress, epoch_callback=epoch_callback,
+            predict_test=predict_test,
+        )  # fmt: skip
     started = time.perf_counter()
     run = FoldRun.build(config, fold, progress)
     is_main = run.distributed.is_main

@@ -1,18 +1,18 @@
 """Model families: one module each, one registry, ``create_model(name, **params)``.
 
-Every model maps a waveform batch ``(batch, samples)`` (float32, at the task's sample rate)
-to logits ``(batch, num_classes)``; each family computes its own features on the device.
-A family registers the pydantic schema of its ``params`` (unknown keys are rejected) and a
-``tiny`` preset that the tests use.
+Every network maps a waveform batch ``(batch, samples)`` (float32, at the task's sample
+rate) to logits ``(batch, num_classes)``; each family computes its own features on the
+device. A family registers the pydantic schema of its ``params`` (unknown keys are rejected),
+a ``tiny`` preset that the tests use, and its ``trainer``: ``network`` (an ``nn.Module``
+trained by epochs) or ``features`` (a classifier over clip features, fitted once per fold:
+``acoustic``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import Any, Literal
 
 from speechstack.config import AudioConfig, Config, FeatureConfig, SpecAugmentConfig, Strict
 from speechstack.registry import Registry, import_submodules
@@ -40,34 +40,43 @@ class ModelContext:
         )
 
 
+Trainer = Literal["network", "features"]
+Build = Callable[[Any, ModelContext], Any]  # (validated params, context) -> model
+
+
 @dataclass(frozen=True)
 class ModelFamily:
-    build: Callable[[Any, ModelContext], nn.Module]  # (validated params, context) -> module
+    build: Build  # an nn.Module (network) or a features classifier
     params_schema: type[Strict]
     tiny: dict[str, Any]  # params of a tiny variant (tests, smoke runs)
+    trainer: Trainer = "network"
 
 
 MODELS: Registry[ModelFamily] = Registry("model")
 
 
 def register_model(
-    name: str, params_schema: type[Strict], tiny: dict[str, Any]
-) -> Callable[[Callable[[Any, ModelContext], nn.Module]], Callable[[Any, ModelContext], nn.Module]]:
-    def decorator(
-        build: Callable[[Any, ModelContext], nn.Module],
-    ) -> Callable[[Any, ModelContext], nn.Module]:
-        MODELS.register(name)(ModelFamily(build, params_schema, tiny))
+    name: str, params_schema: type[Strict], tiny: dict[str, Any], trainer: Trainer = "network"
+) -> Callable[[Build], Build]:
+    def decorator(build: Build) -> Build:
+        MODELS.register(name)(ModelFamily(build, params_schema, tiny, trainer))
         return build
 
     return decorator
+
+
+def model_trainer(name: str) -> Trainer:
+    """How a family is trained: ``network`` (epochs) or ``features`` (fitted once)."""
+    return MODELS.get(name).trainer
 
 
 def model_params_schema(name: str) -> type[Strict]:
     return MODELS.get(name).params_schema
 
 
-def create_model(name: str, context: ModelContext, **params: Any) -> nn.Module:
-    """Build a registered family; ``params`` are validated against its schema."""
+def create_model(name: str, context: ModelContext, **params: Any) -> Any:
+    """Build a registered family (an ``nn.Module``, or a features classifier: see
+    ``ModelFamily.trainer``); ``params`` are validated against its schema."""
     from speechstack.config import validate_params
 
     family = MODELS.get(name)

@@ -102,6 +102,14 @@ class Task(ABC):
         """Manifest columns the reports break accuracy down by (speaker, gender, ...)."""
         return ["group"]
 
+    @classmethod
+    def speaker_of(cls, fname: str) -> str | None:
+        """The speaker of a clip outside the training manifest (test, prediction folder),
+        read from its file name where the layout carries one, spelled as the training
+        manifest's ``group``; None where it does not (per-speaker statistics then fall back
+        to the training side's)."""
+        return None
+
 
 TASKS: Registry[type[Task]] = Registry("task")
 

@@ -80,6 +80,11 @@ class CremaD(Task):
             genders[int(actor)] = (sex or "unknown").strip().lower()
         return genders
 
+    @classmethod
+    def speaker_of(cls, fname: str) -> str | None:
+        match = FILE_NAME.match(Path(fname).name)
+        return None if match is None else f"actor{int(match['actor'])}"
+
     def train_manifest(self) -> pl.DataFrame:
         genders = self._genders()
         extra = ["actor", "gender", "sentence", "level"]

@@ -61,6 +61,11 @@ class Ravdess(Task):
     def report_columns(self) -> list[str]:
         return ["gender", "intensity", "group"]
 
+    @classmethod
+    def speaker_of(cls, fname: str) -> str | None:
+        match = FILE_NAME.match(Path(fname).name)
+        return None if match is None else f"actor{int(match['actor']):02d}"
+
     def train_manifest(self) -> pl.DataFrame:
         extra = ["actor", "gender", "intensity", "statement", "repetition"]
         rows: dict[str, list] = {c: [] for c in [*MANIFEST_COLUMNS, *extra]}

@@ -109,6 +109,11 @@ class SpeechCommands(Task):
         path = self.data_dir / "demo_conditions.csv"
         return path if path.is_file() else None
 
+    @classmethod
+    def speaker_of(cls, fname: str) -> str | None:
+        match = CLIP_NAME.match(Path(fname).name)
+        return None if match is None else match["speaker"]
+
     def _official_splits(self) -> dict[str, str]:
         splits: dict[str, str] = {}
         for split in ("validation", "testing"):
