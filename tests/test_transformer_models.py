@@ -350,3 +350,31 @@ def test_shipped_config_builds_and_runs(family: str, repo_root: Path) -> None:
     model = create_model(family, context(), **config.model.params).eval()
     with torch.no_grad():
         assert model(torch.from_numpy(waveforms())).shape == (2, 3)
+
+
+def test_emotion_config_freezes_a_saved_encoder_and_trains_its_head(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    """configs/models/wav2vec2.yaml (the emotion tasks' encoder, SUPERB-style) through the
+    real `pretrained: <folder>` path: a 12-layer checkpoint (the base model's depth) loads,
+    every encoder weight is frozen, the layer mix, head and classifier train, and a batch
+    of 2 s clips gives finite logits."""
+    from speechstack.config import load_config
+
+    config = tiny_config("wav2vec2") | {"num_hidden_layers": 12}
+    torch.manual_seed(1)
+    Wav2Vec2ForPreTraining(
+        Wav2Vec2Config(**config, codevector_dim=16, proj_codevector_dim=16)
+    ).save_pretrained(tmp_path / "checkpoint")
+    run = load_config(
+        repo_root / "configs" / "ravdess" / "wav2vec2.yaml",
+        [f"model.params.pretrained={tmp_path / 'checkpoint'}"],
+    )
+    model = create_model(run.model.name, context(), **run.model.params)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(name.startswith("backbone.") for name in trainable)
+    assert "layer_sum.weights" in trainable
+    two_seconds = torch.from_numpy(np.concatenate([waveforms(), waveforms(seed=1)], axis=1))
+    with torch.no_grad():
+        logits = model.eval()(two_seconds)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()

@@ -80,6 +80,11 @@ class Wav2Vec2Classifier(nn.Module):
             freeze(self.backbone.encoder.pos_conv_embed)
             if getattr(self.backbone, "masked_spec_embed", None) is not None:
                 freeze(self.backbone.masked_spec_embed)
+            # the encoder's layer norm feeds the first layer (post-norm models such as
+            # wav2vec2-base) or follows the last (stable-layer-norm ones): frozen with them
+            stable = config.do_stable_layer_norm
+            if not stable or params.freeze_layers == config.num_hidden_layers:
+                freeze(self.backbone.encoder.layer_norm)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``lengths``: optional ``(batch,)`` valid samples per clip (the rest is padding);
