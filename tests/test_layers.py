@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {
         "features",
         "acoustic",
+        "speakers",
         "augment",
         "folds",
         "tasks",

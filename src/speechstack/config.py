@@ -60,6 +60,8 @@ class AudioConfig(Strict):
     max_seconds: float | None = Field(None, gt=0)  # audio kept per file (s); null = one window
     window_hop_seconds: float | None = Field(None, gt=0)  # prediction windows' hop (s);
     #   null = half a window
+    speaker_level: bool = False  # move each speaker's mean speech level to one reference
+    #   (speakers.py): with features.norm none, level relative to the speaker's own
 
     @model_validator(mode="after")
     def _window_fits(self) -> AudioConfig:

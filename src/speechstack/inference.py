@@ -30,6 +30,7 @@ from speechstack.artifacts import damaged_files
 from speechstack.config import Config, TtaView, load_config
 from speechstack.data import ClipDataset, make_loader, unreadable_clips
 from speechstack.models import ModelContext, create_model
+from speechstack.speakers import levelled
 from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
 from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
 
@@ -132,7 +133,9 @@ def predict_experiment(
             total = labels if total is None else total + labels
             continue
         model, config, class_to_label = load_fold_model(folder, device)
-        dataset = ClipDataset(manifest, config.audio)
+        speaker_of = TASKS.get(config.task.name).speaker_of
+        heard = levelled(config, manifest, [speaker_of(name) for name in manifest["fname"]])
+        dataset = ClipDataset(heard, config.audio)
         loader = make_loader(
             dataset,
             config.predict.batch_size,

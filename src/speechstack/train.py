@@ -79,6 +79,7 @@ from speechstack.folds import FoldsError, attach_folds, fold_count, read_folds, 
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model, model_trainer
 from speechstack.report import report_oof, with_manifest, write_report
+from speechstack.speakers import levelled
 from speechstack.submission import label_accuracy
 from speechstack.tasks import TEST_COLUMNS, Task, create_task
 from speechstack.tta import apply_view, views_or_identity
@@ -256,6 +257,7 @@ class FoldData:
 
     def __init__(self, config: Config, task: Task, fold: int, progress: bool) -> None:
         manifest = task.train_manifest()
+        manifest = levelled(config, manifest, manifest["group"].to_list())
         folded = attach_folds(
             scored_rows(manifest), read_folds(config.folds_file), config.folds_file
         )
@@ -272,6 +274,7 @@ class FoldData:
             pl.lit(-1, dtype=pl.Int64).alias("fold")
         )
         pseudo = self._pseudo_rows(config)
+        pseudo = levelled(config, pseudo, [task.speaker_of(n) for n in pseudo["fname"]])
         self.train_only_clips, self.pseudo_clips = extra.height, pseudo.height
         self.valid = folded.filter(pl.col("fold") == fold)
         self.train = pl.concat(
@@ -283,7 +286,12 @@ class FoldData:
         index = {name: i for i, name in enumerate(self.classes)}
         self.train_targets = self.train["target"].replace_strict(index).to_numpy()
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
-        self.test = task.test_manifest()
+        test = task.test_manifest()
+        self.test = (
+            None
+            if test is None
+            else levelled(config, test, [task.speaker_of(n) for n in test["fname"]])
+        )
         # One store for all of the task's clips (+ this round's pseudo-labelled ones), in a
         # fixed order: every fold (and experiment) of a round reuses its cache file.
         stored = pl.concat([manifest.select(TEST_COLUMNS), pseudo.select(TEST_COLUMNS)])
