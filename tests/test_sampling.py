@@ -154,3 +154,53 @@ def test_pseudo_labels_join_the_training_side_of_every_fold_only(
         assert not data.valid["fname"].str.starts_with("pseudo:").any()
         stored = data.store.read(int(data.train_rows[data.train.height - 1]))
         assert stored.shape == (16000,)
+
+
+# ---------------------------------------------------------------- synthetic non-words
+
+
+def test_synthetic_unknown_reverses_or_splices_and_relabels() -> None:
+    from speechstack.data import SyntheticUnknown
+
+    clip = np.arange(10, dtype=np.float32)
+    other = np.full(10, -1.0, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    never = SyntheticUnknown(0.0, target=3)
+    assert all(never(clip, lambda: other, rng) is None for _ in range(50))
+    always = SyntheticUnknown(0.999999, target=3)
+    made = [always(clip, lambda: other, rng) for _ in range(200)]
+    reversed_, spliced = clip[::-1], np.concatenate([clip[:5], other[5:]])
+
+    def kind(made_clip: np.ndarray) -> str:
+        if np.array_equal(made_clip, reversed_):
+            return "reversed"
+        return "spliced" if np.array_equal(made_clip, spliced) else "other"
+
+    kinds = Counter(kind(m) for m in made)
+    assert kinds["other"] == 0 and kinds["reversed"] > 60 and kinds["spliced"] > 60
+
+
+def test_synthetic_unknown_trains_an_unknown_class_of_words_mode(task_config) -> None:
+    from speechstack.config import ConfigError, override_config
+    from speechstack.data import ClipDataset
+    from speechstack.train import synthetic_unknown
+
+    words = override_config(task_config, {"task.params.label_mode": "words"}, "test")
+    with pytest.raises(ConfigError, match="unknown_class=true"):
+        synthetic_unknown(override_config(words, {"train.synthetic_unknown": 0.5}, "t"),
+                          create_task(words.task).classes())  # fmt: skip
+    config = override_config(
+        words, {"task.params.unknown_class": True, "train.synthetic_unknown": 0.5}, "test"
+    )
+    task = create_task(config.task)
+    classes = task.classes()
+    assert classes[-1] == "unknown"
+    assert task.class_to_label()[-1].tolist() == [0.0] * 11 + [1.0]  # sums into `unknown`
+    data = FoldData(config, task, 0, progress=False)
+    dataset = ClipDataset(
+        data.train, config.audio, data.train_targets, store=data.store,
+        store_rows=data.train_rows, train=True, synthetic=synthetic_unknown(config, classes),
+    )  # fmt: skip
+    targets = [dataset[i % len(dataset)][1] for i in range(200)]
+    share = targets.count(len(classes) - 1) / len(targets)
+    assert 0.35 < share < 0.65  # no word folder feeds the class: only the non-words do

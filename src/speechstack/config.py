@@ -281,6 +281,10 @@ class TrainConfig(Strict):
     # CSV of pseudo-labelled test clips (fname, path, label: `speechstack pseudo`) added to
     # the training side of every fold, never to a validation side
     pseudo_labels: Path | None = None
+    # chance that a training clip is made a non-word (played backwards, or its first half
+    # spliced to another clip's second half) labelled with the task's `unknown` class: the
+    # model learns a place for speech that is no word it knows (data.SyntheticUnknown)
+    synthetic_unknown: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _positive_quota(self) -> TrainConfig:

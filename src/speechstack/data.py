@@ -56,6 +56,31 @@ class SegmentSource:
         return segment * np.float32(10.0 ** (gain_db / 20.0)) if gain_db else segment.copy()
 
 
+class SyntheticUnknown:
+    """Training clips turned into non-words (``train.synthetic_unknown``): with chance
+    ``p`` a clip is played backwards, or its first half is spliced to the second half of
+    another training clip, and labelled ``target`` (the task's ``unknown`` class). Real
+    tests hold words no training folder has; without a class of their own they can only
+    land on a known word."""
+
+    def __init__(self, p: float, target: int) -> None:
+        self.p, self.target = p, target
+
+    def __call__(
+        self, waveform: np.ndarray, other: Callable[[], np.ndarray], rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """The non-word made of ``waveform`` (``other()``: a random training clip), or
+        None when this clip stays as it is."""
+        if not rng.random() < self.p:
+            return None
+        if rng.random() < 0.5:
+            return waveform[::-1].copy()
+        second = other()
+        half = waveform.shape[0] // 2
+        cut = second.shape[0] // 2
+        return np.concatenate([waveform[:half], second[cut:]]).astype(np.float32)
+
+
 class QuotaSampler(Sampler[int]):
     """Per-epoch training order that shows every clip each epoch except those of the
     ``quota`` labels: of each, ``ratio`` x the mean clip count of the non-quota labels are
@@ -375,6 +400,7 @@ class ClipDataset(Dataset):
         train: bool = False,
         segments: SegmentSource | None = None,
         condition: ClipCondition | None = None,
+        synthetic: SyntheticUnknown | None = None,
     ) -> None:
         self.rows = manifest.select("fname", "path", "start", "duration", "gain_db").to_dicts()
         self.audio = audio
@@ -386,6 +412,7 @@ class ClipDataset(Dataset):
         self.train = train
         self.segments = segments
         self.condition = condition
+        self.synthetic = synthetic
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -407,11 +434,16 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.rows[index]
         window = self.audio.clip_samples
+        target = int(self.targets[index])
         if self.train:
             if self.segments is not None and row["duration"] is not None:
                 waveform = self.segments.fresh(row, self.rng)
             else:
                 waveform = self.clip(index)
+            if self.synthetic is not None:
+                made = self.synthetic(waveform, self.random_clip, self.rng)
+                if made is not None:
+                    waveform, target = made, self.synthetic.target
             if self.augment is not None:
                 waveform = self.augment(waveform, self.audio.sample_rate)
             waveform = fit_length(waveform, window, self.rng)
@@ -420,9 +452,7 @@ class ClipDataset(Dataset):
             if self.condition is not None:
                 waveform = self.condition(waveform, row["fname"])
             waveform = sliding_windows(waveform, window, self.audio.hop_samples)
-        return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), int(
-            self.targets[index]
-        )
+        return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), target
 
 
 def collate_windows(

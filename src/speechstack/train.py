@@ -70,6 +70,7 @@ from speechstack.data import (
     ClipDataset,
     QuotaSampler,
     SegmentSource,
+    SyntheticUnknown,
     WaveformStore,
     checked_decodable,
     make_loader,
@@ -466,6 +467,21 @@ class FoldOutputs:
         )
 
 
+def synthetic_unknown(config: Config, classes: Sequence[str]) -> SyntheticUnknown | None:
+    """``train.synthetic_unknown`` as the dataset's transform (None when 0); it needs an
+    ``unknown`` class to label the non-words with."""
+    p = config.train.synthetic_unknown
+    if p == 0:
+        return None
+    if "unknown" not in classes:
+        raise ConfigError(
+            f"train.synthetic_unknown={p} needs an `unknown` class, which the task's classes "
+            f"lack ({', '.join(classes)}); with Speech Commands words set "
+            "task.params.unknown_class=true"
+        )
+    return SyntheticUnknown(p, list(classes).index("unknown"))
+
+
 def _shifted_clip(
     waveform: np.ndarray, key: str, *, sample_rate: int, config: ShiftedValidationConfig
 ) -> np.ndarray:
@@ -557,6 +573,7 @@ class FoldRun:
             seed=seed,
             train=True,
             segments=SegmentSource(audio.sample_rate) if config.train.fresh_segments else None,
+            synthetic=synthetic_unknown(config, data.classes),
         )
         train_set.augment = build_waveform_augment(
             config.augment, task.noise_files(), mix_source=train_set.random_clip

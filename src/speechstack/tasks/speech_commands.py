@@ -46,6 +46,8 @@ CLIP_NAME = re.compile(r"^(?P<speaker>[0-9A-Za-z]+)_nohash_(?P<index>\d+)\.wav$"
 
 class SpeechCommandsParams(Strict):
     label_mode: Literal["labels", "words"] = "labels"  # train on 12 labels or on every word
+    unknown_class: bool = False  # words: one more class, `unknown`, that no word folder
+    #   feeds: train.synthetic_unknown's non-words teach it (unseen words' landing place)
     unknown_ratio: float | None = Field(1.0, gt=0)  # unknown clips *scored* (in the folds,
     #   validated, stacked) = ratio x mean clips per command word; the others are kept as
     #   training-only clips (None: every unknown clip is scored)
@@ -81,7 +83,7 @@ class SpeechCommands(Task):
     def classes(self) -> list[str]:
         if self.params.label_mode == "labels":
             return LABELS
-        return [*self._words, "silence"]
+        return [*self._words, "silence", *(["unknown"] if self.params.unknown_class else [])]
 
     def class_to_label(self) -> np.ndarray:
         classes = self.classes()
