@@ -89,7 +89,7 @@ def _train_folds(config: Config, folds: list[int] | None, progress: bool) -> lis
 def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: bool) -> int:
     """How many folds to train at once: ``train.parallel_folds`` (at most ``pending``); with
     ``auto`` one per CPU core on the CPU when not under torchrun and ``train.threads`` is
-    unset, else 1. A ``features`` family (fitted in seconds) trains its folds one after
+    unset, else 1. A ``features`` family (one fit per fold) trains its folds one after
     another: the first extracts every clip's features once, the others read the cache."""
     setting = config.train.parallel_folds
     if setting == "auto":

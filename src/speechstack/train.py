@@ -990,7 +990,7 @@ def _train_feature_fold(
     config: Config, fold: int, *, progress: bool, epoch_callback: Any, predict_test: bool
 ) -> dict[str, Any]:
     """A ``features`` family's fold: build, fit once, predict, write (no checkpoint: the
-    fit takes seconds once the features are cached)."""
+    fold is one fit: an interrupted one is simply fitted again)."""
     started = time.perf_counter()
     run = FeatureFoldRun.build(config, fold, progress)
     val_accuracy = run.fit()

@@ -34,8 +34,8 @@ CLASSIFIER_TREES: dict[str, Any] = {
 
 
 class AcousticParams(Strict):
-    feature_set: FeatureSet = "eGeMAPSv02"  # openSMILE functionals: 88 (eGeMAPS), 62
-    #   (GeMAPS) or 6,373 (ComParE) per clip
+    feature_set: FeatureSet = "ComParE_2016"  # openSMILE functionals: 6,373 (ComParE),
+    #   88 (eGeMAPS) or 62 (GeMAPS) per clip
     normalise: Literal["speaker", "global"] = "speaker"  # z-score each speaker's clips with
     #   their own statistics (speaker), or every clip with the training side's (global)
     augment_copies: int = Field(2, ge=0)  # training clips are also heard through the task's
