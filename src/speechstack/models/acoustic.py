@@ -48,8 +48,6 @@ class AcousticParams(Strict):
 class AcousticClassifier:
     """A fitted standardiser and classifier over clip features; picklable (``model.pkl``)."""
 
-    trainer = "features"
-
     def __init__(self, params: AcousticParams, context: ModelContext) -> None:
         self.params = params
         self.num_classes = context.num_classes
