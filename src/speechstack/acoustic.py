@@ -17,7 +17,6 @@ speaker is unknown (or alone) falls back to the training side's pooled statistic
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import zlib
 from collections.abc import Callable, Sequence
@@ -28,10 +27,8 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from speechstack.artifacts import atomic_path
+from speechstack.artifacts import atomic_write_array, read_cached_array
 from speechstack.data import ClipCondition, cache_key, load_clip
-
-log = logging.getLogger(__name__)
 
 FeatureSet = Literal["eGeMAPSv02", "GeMAPSv01b", "ComParE_2016"]
 FEATURES_VERSION = 1  # bump when extraction changes, so old cache files are not reused
@@ -84,7 +81,7 @@ def clip_features(
         key = cache_key(manifest, sample_rate, max_samples, variable_length=True)
         tag = "" if condition_key is None else f"-{condition_key}"
         path = Path(cache_dir) / f"acoustic-v{FEATURES_VERSION}-{feature_set}{tag}-{key}.npy"
-        cached = _load_cached(path, manifest.height)
+        cached = read_cached_array(path, manifest.height)
         if cached is not None:
             return cached
     extractor = FeatureExtractor(feature_set)
@@ -99,24 +96,7 @@ def clip_features(
         vectors.append(extractor(waveform, sample_rate))
     features = np.stack(vectors)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
-            np.save(stream, features)
-    return features
-
-
-def _load_cached(path: Path, clips: int) -> np.ndarray | None:
-    """The cached features, or None (absent, or damaged: removed and said)."""
-    if not path.is_file():
-        return None
-    try:
-        features = np.load(path)
-        if features.ndim != 2 or features.shape[0] != clips:
-            raise ValueError(f"shape {features.shape} for {clips} clips")
-    except (OSError, ValueError, EOFError) as error:
-        log.warning("cache %s is damaged (%s); extracting again", path, error)
-        path.unlink(missing_ok=True)
-        return None
+        atomic_write_array(path, features)
     return features
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -15,7 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+
+log = logging.getLogger(__name__)
 
 
 def _owner_tag() -> str:
@@ -114,6 +118,30 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_array(path: Path, array: np.ndarray) -> None:
+    """``np.save`` of ``array`` to ``path`` (its folder made), atomically."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
+        np.save(stream, array)
+
+
+def read_cached_array(path: Path, rows: int) -> np.ndarray | None:
+    """A cache entry written by ``atomic_write_array``: None when absent, or when damaged
+    (unreadable, or not ``rows`` rows): then removed and named in a warning, so the caller
+    computes it again."""
+    if not Path(path).is_file():
+        return None
+    try:
+        array = np.load(path)
+        if array.shape[:1] != (rows,):
+            raise ValueError(f"shape {array.shape} for {rows} rows")
+    except (OSError, ValueError, EOFError) as error:
+        log.warning("cache %s is damaged (%s); computing it again", path, error)
+        Path(path).unlink(missing_ok=True)
+        return None
+    return array
 
 
 def atomic_write_frame(path: Path, frame: pl.DataFrame) -> None:

@@ -133,8 +133,8 @@ def predict_experiment(
             total = labels if total is None else total + labels
             continue
         model, config, class_to_label = load_fold_model(folder, device)
-        speaker_of = TASKS.get(config.task.name).speaker_of
-        heard = levelled(config, manifest, [speaker_of(name) for name in manifest["fname"]])
+        speakers = TASKS.get(config.task.name).speakers_of(manifest["fname"])
+        heard = levelled(config, manifest, speakers)
         dataset = ClipDataset(heard, config.audio)
         loader = make_loader(
             dataset,
@@ -182,8 +182,7 @@ def feature_fold_probabilities(
         manifest, model.params.feature_set, config.audio.sample_rate, config.audio.max_samples,
         config.cache_dir, progress,
     )  # fmt: skip
-    speaker_of = TASKS.get(config.task.name).speaker_of
-    speakers = [speaker_of(fname) for fname in manifest["fname"]]
+    speakers = TASKS.get(config.task.name).speakers_of(manifest["fname"])
     class_to_label = np.asarray(saved["class_to_label"], dtype=np.float32)
     return model.predict_proba(features, speakers) @ class_to_label
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from speechstack.artifacts import atomic_path
+from speechstack.artifacts import atomic_write_array, read_cached_array
 from speechstack.config import Config
 from speechstack.data import cache_key, load_clip
 
@@ -53,13 +53,9 @@ def clip_levels(
     if cache_dir is not None:
         key = cache_key(manifest, sample_rate, max_samples, variable_length=True)
         path = Path(cache_dir) / f"levels-{key}.npy"
-        if path.is_file():
-            try:
-                levels = np.load(path)
-                if levels.shape == (manifest.height,):
-                    return levels
-            except (OSError, ValueError, EOFError):
-                pass  # damaged: measured again and rewritten
+        cached = read_cached_array(path, manifest.height)
+        if cached is not None:
+            return cached
     rows = manifest.select("path", "start", "duration", "gain_db").iter_rows(named=True)
     levels = np.array(
         [
@@ -68,9 +64,7 @@ def clip_levels(
         ]
     )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, ".npy") as temp, open(temp, "wb") as stream:
-            np.save(stream, levels)
+        atomic_write_array(path, levels)
     return levels
 
 

@@ -275,7 +275,7 @@ class FoldData:
             pl.lit(-1, dtype=pl.Int64).alias("fold")
         )
         pseudo = self._pseudo_rows(config)
-        pseudo = levelled(config, pseudo, [task.speaker_of(n) for n in pseudo["fname"]])
+        pseudo = levelled(config, pseudo, task.speakers_of(pseudo["fname"]))
         self.train_only_clips, self.pseudo_clips = extra.height, pseudo.height
         self.valid = folded.filter(pl.col("fold") == fold)
         self.train = pl.concat(
@@ -289,9 +289,7 @@ class FoldData:
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
         test = task.test_manifest()
         self.test = (
-            None
-            if test is None
-            else levelled(config, test, [task.speaker_of(n) for n in test["fname"]])
+            None if test is None else levelled(config, test, task.speakers_of(test["fname"]))
         )
         # One store for all of the task's clips (+ this round's pseudo-labelled ones), in a
         # fixed order: every fold (and experiment) of a round reuses its cache file.
@@ -727,27 +725,13 @@ class FoldRun:
         return FoldPredictions(oof, oof_shifted, test, test_seconds)
 
     def metrics(self, predictions: FoldPredictions, train_seconds: float) -> dict[str, Any]:
-        data, best, labels = self.data, self.best, self.data.labels
-        shifted = predictions.oof_shifted
-        return {
-            "experiment": self.config.experiment,
-            "fold": self.fold,
+        best = self.best
+        return fold_metrics(self.config, self.fold, self.data, predictions, train_seconds) | {
             "best_epoch": best["epoch"],
             "val_accuracy": best["accuracy"],
             "val_loss": best["loss"],
             "epochs": self.config.train.epochs,
-            "train_clips": len(self.train_set),
-            "train_only_clips": data.train_only_clips,
-            "pseudo_clips": data.pseudo_clips,
             "clips_per_epoch": self.clips_per_epoch,
-            "val_accuracy_tta": label_accuracy(predictions.oof, data.valid["label"], labels),
-            "val_accuracy_shifted": (
-                None if shifted is None else label_accuracy(shifted, data.valid["label"], labels)
-            ),
-            "valid_clips": len(self.valid_set),
-            "test_clips": 0 if predictions.test is None else predictions.test.height,
-            "train_seconds": round(train_seconds, 2),
-            "test_seconds": round(predictions.test_seconds, 2),
             "parameters": sum(p.numel() for p in self.network.parameters()),
             "device": str(self.precision.device),
             "world_size": self.distributed.world_size,
@@ -771,6 +755,33 @@ class FoldRun:
 
         write_fold(self.config, self.fold, self.task, data, predictions, metrics, self.history,
                    save_model)  # fmt: skip
+
+
+def fold_metrics(
+    config: Config,
+    fold: int,
+    data: FoldData,
+    predictions: FoldPredictions,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """What every fold's ``metrics.json`` holds whatever trained it: the clips on each side,
+    the OOF accuracy (with the ``predict.tta`` views, clean and shifted) and the timings."""
+    labels, truth, shifted = data.labels, data.valid["label"], predictions.oof_shifted
+    return {
+        "experiment": config.experiment,
+        "fold": fold,
+        "train_clips": data.train.height,
+        "train_only_clips": data.train_only_clips,
+        "pseudo_clips": data.pseudo_clips,
+        "val_accuracy_tta": label_accuracy(predictions.oof, truth, labels),
+        "val_accuracy_shifted": (
+            None if shifted is None else label_accuracy(shifted, truth, labels)
+        ),
+        "valid_clips": data.valid.height,
+        "test_clips": 0 if predictions.test is None else predictions.test.height,
+        "train_seconds": round(train_seconds, 2),
+        "test_seconds": round(predictions.test_seconds, 2),
+    }
 
 
 def write_fold(
@@ -937,27 +948,13 @@ class FeatureFoldRun:
         return FoldPredictions(oof, oof_shifted, test, test_seconds)
 
     def metrics(self, predictions: FoldPredictions, train_seconds: float) -> dict[str, Any]:
-        data, labels, last = self.data, self.data.labels, self.history[-1]
-        shifted = predictions.oof_shifted
-        return {
-            "experiment": self.config.experiment,
-            "fold": self.fold,
+        last = self.history[-1]
+        return fold_metrics(self.config, self.fold, self.data, predictions, train_seconds) | {
             "best_epoch": 1,
             "val_accuracy": last["val_accuracy"],
             "val_loss": last["val_loss"],
             "epochs": 1,
-            "train_clips": data.train.height,
-            "train_only_clips": data.train_only_clips,
-            "pseudo_clips": data.pseudo_clips,
-            "clips_per_epoch": data.train.height,
-            "val_accuracy_tta": label_accuracy(predictions.oof, data.valid["label"], labels),
-            "val_accuracy_shifted": (
-                None if shifted is None else label_accuracy(shifted, data.valid["label"], labels)
-            ),
-            "valid_clips": data.valid.height,
-            "test_clips": 0 if predictions.test is None else predictions.test.height,
-            "train_seconds": round(train_seconds, 2),
-            "test_seconds": round(predictions.test_seconds, 2),
+            "clips_per_epoch": self.data.train.height,
             "parameters": self.model.parameters,
             "device": "cpu",
             "world_size": 1,

@@ -24,6 +24,7 @@ The test manifest has ``fname``, ``path``, ``start``, ``duration``, ``gain_db``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -109,6 +110,11 @@ class Task(ABC):
         manifest's ``group``; None where it does not (per-speaker statistics then fall back
         to the training side's)."""
         return None
+
+    @classmethod
+    def speakers_of(cls, fnames: Iterable[str]) -> list[str | None]:
+        """``speaker_of`` of each file name."""
+        return [cls.speaker_of(fname) for fname in fnames]
 
 
 TASKS: Registry[type[Task]] = Registry("task")
