@@ -161,6 +161,13 @@ def test_layout_matches_kaggle(dataset: Path) -> None:
         "sample_submission.csv",
         "demo_solution.csv",
         "demo_conditions.csv",
+        sc.LONG_FOLDER,
+        "demo_long.csv",
+    }
+    assert {p.name for p in (dataset / sc.LONG_FOLDER).iterdir()} == {
+        "long_000.wav",
+        "long_001.wav",
+        "long_002.wav",
     }
     assert not list(dataset.parent.glob("*.partial-*"))
 
@@ -190,7 +197,11 @@ def test_wav_format(dataset: Path) -> None:
             "PCM_16",
             "WAV",
         ), path
-        expected = 2 * 16_000 if sc.NOISE_FOLDER in path.parts else 16_000
+        expected = 16_000
+        if sc.NOISE_FOLDER in path.parts:
+            expected = 2 * 16_000
+        elif sc.LONG_FOLDER in path.parts:
+            expected = 45 * 16_000
         assert info.frames == expected, path
 
 

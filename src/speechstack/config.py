@@ -310,6 +310,19 @@ class PredictConfig(Strict):
     shifted_validation: ShiftedValidationConfig = Field(default_factory=ShiftedValidationConfig)
 
 
+class SpotConfig(Strict):
+    """``speechstack spot``: keywords found in recordings of any length by sliding the
+    trained classifier over them (``speechstack.spot``). Windows are the model's own
+    ``audio.clip_seconds``; a keyword is reported at a peak of its smoothed score."""
+
+    hop_seconds: float = Field(0.1, gt=0)  # between the starts of two scored windows (s)
+    smooth_windows: int = Field(3, ge=1)  # moving average over this many windows; 1 = none
+    threshold: float = Field(0.5, ge=0, le=1)  # lowest smoothed probability reported
+    refractory_seconds: float = Field(0.8, ge=0)  # no two detections closer than this (s)
+    ignore: list[str] = Field(default_factory=lambda: ["silence", "unknown"])  # never reported
+    batch_size: int = Field(64, ge=1)  # windows scored at once
+
+
 class PseudoConfig(Strict):
     """``speechstack pseudo``: confident test clips, with the predicted label, for the training
     side of the next round's folds."""
@@ -444,7 +457,7 @@ RESULT_NEUTRAL = {
     ("train", "checkpoint"),
     ("predict", "batch_size"), ("predict", "num_workers"),
     ("runs_dir",), ("cache_dir",), ("task", "data_dir"),
-    ("stack",), ("pseudo",), ("solution",), ("tune",),
+    ("stack",), ("pseudo",), ("solution",), ("tune",), ("spot",),
 }  # fmt: skip
 
 
@@ -461,6 +474,7 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
+    spot: SpotConfig = Field(default_factory=SpotConfig)
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     solution: SolutionConfig = Field(default_factory=SolutionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)

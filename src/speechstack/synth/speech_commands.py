@@ -11,6 +11,8 @@ end to end without the 2 GB download:
     <out_dir>/sample_submission.csv                             fname,label (all silence)
     <out_dir>/demo_solution.csv                                 fname,label: the answer key
     <out_dir>/demo_conditions.csv                               what each test clip holds
+    <out_dir>/demo_long/long_<nnn>.wav                          keyword spotting: see below
+    <out_dir>/demo_long.csv                                     file,start,end,label,word
 
 A speaker is one espeak-ng voice: accent x variant x pitch x rate x pitch range. Every
 clip is 1 s of 16 kHz mono PCM16 with the word at a random onset. Train clips get a
@@ -30,6 +32,13 @@ how a model copes with people and places it never met (see `speechstack.synth.sh
   -1 dBFS. Silence clips are cut from the same new noises.
 - More unknown words, most of them never said in train (`ABSENT_WORDS`, many of them
   close to a command: "dawn", "note", "lift", "top").
+
+`demo_long/` holds a few long recordings (45 s by default) for keyword spotting: one
+test speaker each (shifted voice) saying commands, auxiliary and absent words one after
+another, 0.6-2.5 s apart, over a continuous background built from the test set's noises
+at 10-25 dB SNR (`speechstack.synth.long`). `demo_long.csv` says where each word lies:
+`file` (in `demo_long/`), `start` and `end` in seconds, `label` (the command, or
+`unknown`) and the `word` said.
 
 Every random choice comes from `np.random.default_rng` streams keyed by the seed, and
 libespeak-ng is reloaded before each speaker, so a seed always gives byte-identical
@@ -61,6 +70,7 @@ from speechstack.synth.common import trim_silence as _trim_silence
 from speechstack.synth.common import write_text as _write_text
 from speechstack.synth.common import write_wav as _write_wav
 from speechstack.synth.espeak import SAMPLE_RATE, Espeak, english_voices
+from speechstack.synth.long import render_recording
 from speechstack.synth.shift import (
     NOISE_KINDS,
     VoiceShift,
@@ -272,7 +282,7 @@ _CROWD_VOCABULARY = (
 # Independent random streams, keyed as default_rng([seed, stream, ...]).
 _TRAIN_SPEAKERS, _TEST_SPEAKERS, _TRAIN_PLAN, _TRAIN_CLIP = 1, 2, 3, 4
 _BACKGROUND, _TEST_PLAN, _TEST_CLIP, _TEST_NOISE_BANK, _TRAIN_PLAN_FILL = 5, 6, 7, 8, 9
-_VARIANT_SPLIT, _TEST_VOICE_SHIFT = 10, 11
+_VARIANT_SPLIT, _TEST_VOICE_SHIFT, _LONG_RECORDING = 10, 11, 12
 
 _MAX_WORD_SAMPLES = int(0.92 * CLIP_SAMPLES)  # longest spoken word we keep; longer is sped up
 _MAX_ESPEAK_RATE = 450
@@ -293,6 +303,11 @@ _TEST_CHANNEL_SHARE = 0.35  # telephone or low-pass channels (see shift.random_c
 _TEST_PEAK_DB = (-45.0, -1.0)  # the word's peak level, dBFS
 _TEST_MAX_PEAK = 0.97  # a clip's mixture is scaled under this before its channel
 _TEST_SILENCE_DB = (-75.0, -12.0)  # a silence clip's RMS level, dBFS
+
+# The long recordings (see the module notes).
+LONG_FOLDER = "demo_long"
+_LONG_COMMAND_SHARE = 0.7  # of the words said; the rest unknown, half of them absent words
+_LONG_ABSENT_SHARE = 0.5
 
 # Noise-bank sound -> (file in _background_noise_, RMS level in dBFS).
 _BACKGROUND_FILES = {
@@ -375,6 +390,8 @@ def generate_speech_commands(
     test_speakers: int = 16,
     test_clips: int = 1000,
     noise_seconds: float = 40.0,
+    long_recordings: int = 3,
+    long_seconds: float = 45.0,
     seed: int = 0,
     progress: bool = True,
     force: bool = False,
@@ -388,6 +405,8 @@ def generate_speech_commands(
         the rest the ten commands in equal shares. The test set is shifted from train
         in speakers, noises, rooms, channels and levels (see the module notes).
     noise_seconds: length of each `_background_noise_` file.
+    long_recordings, long_seconds: the number and length (s) of the recordings in
+        `demo_long/` (see the module notes); 0 recordings: no `demo_long/` at all.
     force: replace an existing non-empty `out_dir` (only once the new one is complete).
 
     The dataset is built in `<out_dir>.partial-<pid>` and renamed into place at the end,
@@ -403,11 +422,22 @@ def generate_speech_commands(
         raise ValueError(f"test_clips must be >= 0, got {test_clips}")
     if noise_seconds < 1.0:
         raise ValueError(f"noise_seconds must be >= 1 (one clip of silence), got {noise_seconds}")
+    if long_recordings < 0:
+        raise ValueError(f"long_recordings must be >= 0, got {long_recordings}")
+    if long_seconds < 5.0:
+        raise ValueError(f"long_seconds must be >= 5 (room for a word), got {long_seconds}")
     return build_atomically(
         out_dir,
         force,
         lambda root: _write_dataset(
-            root, speakers, test_speakers, test_clips, noise_seconds, seed, progress
+            root,
+            speakers,
+            test_speakers,
+            test_clips,
+            noise_seconds,
+            seed,
+            progress,
+            (long_recordings, long_seconds),
         ),
     )
 
@@ -420,12 +450,15 @@ def _write_dataset(
     noise_seconds: float,
     seed: int,
     progress: bool,
+    long: tuple[int, float],
 ) -> None:
+    """The whole dataset into `root`; `long` is (recordings, seconds) of `demo_long/`."""
     train_speakers, test_speakers = make_speakers(seed, n_speakers, n_test_speakers)
     pools = voice_pools(seed)
     train_plan = plan_train_words(seed, n_speakers)
     test_plan = plan_test_clips(seed, n_test_clips, n_test_speakers)
     total = sum(len(words) for words in train_plan) + len(test_plan) + len(_BACKGROUND_FILES)
+    total += long[0]
     espeak = Espeak()
     with tqdm(total=total, desc="speech commands demo", unit="file", disable=not progress) as bar:
         _write_background_noise(
@@ -443,6 +476,8 @@ def _write_dataset(
         conditions = _write_test_clips(
             root / "test" / "audio", test_speakers, test_plan, test_bank, seed, espeak, bar.update
         )
+        if long[0]:
+            _write_long_recordings(root, test_speakers, test_bank, seed, espeak, *long, bar.update)
 
     splits: dict[str, list[str]] = {"validation": [], "testing": [], "training": []}
     for relative in sorted(train_files):
@@ -541,6 +576,49 @@ def _write_test_clips(
             _write_wav(audio / planned.fname, _shifted_silence_clip(bank, rng))
             advance()
     return conditions
+
+
+def _write_long_recordings(
+    root: Path,
+    speakers: list[Speaker],
+    bank: dict[str, np.ndarray],
+    seed: int,
+    espeak: Espeak,
+    count: int,
+    seconds: float,
+    advance: Callable[[], object],
+) -> None:
+    """`demo_long/long_<nnn>.wav` and `demo_long.csv` (see the module notes). Recording i
+    has its own random stream (`_LONG_RECORDING`, i), so the rest of the dataset is the
+    same with or without them, and a recording the same whatever the count."""
+    rows: list[list[object]] = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, _LONG_RECORDING, index])
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        espeak.reset()
+        waveform, words = render_recording(
+            rng,
+            seconds,
+            speak=partial(_shifted_speech, espeak, speaker),
+            pick=_long_word,
+            bank=bank,
+            sample_rate=SAMPLE_RATE,
+        )
+        name = f"long_{index:03d}.wav"
+        _write_wav(root / LONG_FOLDER / name, waveform)
+        rows += [[name, f"{w.start:.3f}", f"{w.end:.3f}", w.label, w.word] for w in words]
+        advance()
+    _write_text(root / "demo_long.csv", csv_text(["file", "start", "end", "label", "word"], rows))
+
+
+def _long_word(rng: np.random.Generator) -> tuple[str, str]:
+    """(word, label) of the next word of a long recording: a command, or (labelled
+    `unknown`) an auxiliary word or a word absent from train."""
+    if rng.random() < _LONG_COMMAND_SHARE:
+        command = str(COMMANDS[rng.integers(len(COMMANDS))])
+        return command, command
+    pool = ABSENT_WORDS if rng.random() < _LONG_ABSENT_SHARE else AUXILIARY_WORDS
+    return str(pool[rng.integers(len(pool))]), "unknown"
 
 
 # ---------------------------------------------------------------- speakers and plans
@@ -798,13 +876,7 @@ def _shifted_word_clip(
     band-limited channel. Where loud noise would push the mixture past full scale the
     whole clip is turned down instead, so only a channel's own clipping distorts. What was
     drawn goes into `conditions` (for `demo_conditions.csv`)."""
-    if speaker.shift is None:
-        raise ValueError(f"test speaker {speaker.id} has no voice shift")
-    # A warp below 1 lengthens the word: ask espeak for a correspondingly shorter one.
-    max_samples = int(_MAX_WORD_SAMPLES * min(1.0, speaker.shift.warp))
-    speech = _say(espeak, speaker, word, rng, max_samples=max_samples)
-    speech = _fit(shift_voice(speech, speaker.shift, rng, SAMPLE_RATE), _MAX_WORD_SAMPLES)
-    clip = _place(speech, rng)
+    clip = _place(_shifted_speech(espeak, speaker, word, rng), rng)
     conditions["voice"] = "klatt" if speaker.variant.startswith(KLATT_PREFIX) else "held-out"
     conditions["rt60_s"] = None
     if rng.random() < _TEST_REVERB_SHARE:
@@ -830,6 +902,18 @@ def _shifted_word_clip(
         conditions["channel"] = "telephone" if channel.low_hz else "low-pass"
         clip = apply_channel(clip, channel, SAMPLE_RATE)
     return clip
+
+
+def _shifted_speech(
+    espeak: Espeak, speaker: Speaker, word: str, rng: np.random.Generator
+) -> np.ndarray:
+    """`word` in a test speaker's shifted voice: trimmed, at most `_MAX_WORD_SAMPLES`."""
+    if speaker.shift is None:
+        raise ValueError(f"test speaker {speaker.id} has no voice shift")
+    # A warp below 1 lengthens the word: ask espeak for a correspondingly shorter one.
+    max_samples = int(_MAX_WORD_SAMPLES * min(1.0, speaker.shift.warp))
+    speech = _say(espeak, speaker, word, rng, max_samples=max_samples)
+    return _fit(shift_voice(speech, speaker.shift, rng, SAMPLE_RATE), _MAX_WORD_SAMPLES)
 
 
 def _noise_at_snr(
