@@ -26,6 +26,8 @@ PORT        ?= 8080
 BENCH_ARGS  ?=
 NO_TTA      ?=
 STRICT      ?=
+RUNTIME     ?= torch
+QUANTIZE    ?=
 PRESET      ?= cpu
 PYTHON      ?= python3
 
@@ -42,7 +44,7 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: solution help install data-demo folds train-fold train stack report predict leaderboard bench bench-models submission submit pseudo demo test test-all lint clean clean-tmp tune best-config dashboard dashboard-screenshot
+.PHONY: solution help install data-demo folds train-fold train stack report predict export leaderboard bench bench-models submission submit pseudo demo test test-all lint clean clean-tmp tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -82,7 +84,10 @@ report: $(STAMP) ## report.md + confusion.png for EXPERIMENTS (default every run
 	$(CLI) report $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 
 predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO, from SOURCE (default the stack)
-	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta) $(if $(STRICT),--strict)
+	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta) $(if $(STRICT),--strict) --runtime $(RUNTIME)
+
+export: $(STAMP) ## MODEL's fold models (all trained) as one ONNX graph, waveform in, label probabilities out: runs/<task>/<experiment>/export/model.onnx; QUANTIZE=static|dynamic adds model.int8.onnx
+	$(CLI) export $(COMMON) $(if $(QUANTIZE),--quantize $(QUANTIZE)) $(if $(NO_TTA),--no-tta)
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)

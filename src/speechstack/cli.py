@@ -10,6 +10,9 @@
     speechstack submit      [--file F] [--message M] [--dry-run]
     speechstack report      --config ... [--experiments a,b]     report.md + confusion.png
     speechstack predict     --config ... --audio DIR [--source S]  CSV: label + probabilities
+                            [--runtime onnx|onnx-int8]         through the exported models
+    speechstack export      --config ... [--quantize static]     fold models -> one ONNX graph
+    speechstack spot        --config ... FILE_OR_DIR [--plot]    keywords in long recordings
     speechstack pseudo      --config ... [--set pseudo.threshold=0.95]  confident test clips
     speechstack solution    --config configs/speech_commands/solution-cpu.yaml [--data DIR]
     speechstack tune        --config ... [--trials N] [--workers W] [--storage URL]
@@ -295,8 +298,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     source = args.source or config.stack.name
     audio = Path(args.audio)
     predictions, unreadable = predict_folder(
-        config, audio, source, labels, tta=not args.no_tta, strict=args.strict
-    )
+        config, audio, source, labels, tta=not args.no_tta, strict=args.strict,
+        runtime=args.runtime,
+    )  # fmt: skip
     out = (
         Path(args.out)
         if args.out
@@ -317,6 +321,62 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.answers:
         accuracy, scored = score_predictions(predictions, Path(args.answers))
         print(f"accuracy against {args.answers}: {accuracy:.4f} ({scored} files)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from speechstack.export import export_experiment
+
+    config = _config(args)
+    result = export_experiment(config, quantize=args.quantize, tta=not args.no_tta)
+    print(
+        f"exported the {result.folds} folds of {config.experiment!r} "
+        f"(largest difference from PyTorch: {result.parity:.1e})"
+    )
+    print(format_table(["file", "bytes"], [(str(p), result.bytes[p.name]) for p in result.paths]))
+
+
+def cmd_spot(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from speechstack.inference import AUDIO_SUFFIXES, PredictError, spot_files
+    from speechstack.spot import detections_frame, plot_scores, score_detections, write_detections
+    from speechstack.tasks import create_task
+
+    config = _config(args)
+    labels = create_task(config.task).labels
+    source = args.source or config.experiment
+    target = Path(args.path)
+    paths = (
+        sorted(p for p in target.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if target.is_dir()
+        else [target]
+    )
+    if not paths:
+        raise PredictError(f"{target}: no audio files in it or below")
+    results = spot_files(config, source, paths, labels, runtime=args.runtime)
+    base = target if target.is_dir() else target.parent
+    detections = {path.relative_to(base).as_posix(): r.detections for path, r in results.items()}
+    out = Path(args.out) if args.out else config.task_runs_dir / source / "spot" / "detections.csv"
+    write_detections(out, detections)
+    table = detections_frame(detections)
+    print(f"wrote {out}: {table.height} detections in {len(paths)} files by {source!r}")
+    truth = pl.read_csv(args.answers) if args.answers else None
+    if args.plot:
+        for path, result in results.items():
+            picture = out.with_name(f"{out.stem}-{path.stem}.png")
+            plot_scores(
+                result,
+                None,
+                picture,
+                truth.filter(pl.col("file") == path.name) if truth is not None else None,
+            )
+            print(f"plot: {picture}")
+    if truth is not None:
+        score = score_detections(table, truth, ignore=config.spot.ignore)
+        print(
+            f"against {args.answers}: precision {score.precision:.3f}, "
+            f"recall {score.recall:.3f} ({score.matched} words found)"
+        )
 
 
 def cmd_pseudo(args: argparse.Namespace) -> None:
@@ -613,11 +673,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tta", action="store_true", help="no test-time views (predict.tta), to compare"
     )
     predict.add_argument(
+        "--runtime",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="the experiments' PyTorch folds, or their exported ONNX models (`export`)",
+    )
+    predict.add_argument(
         "--strict",
         action="store_true",
         help="fail on any unreadable audio file (default: predict the rest, list the "
         "unreadable ones in <out stem>.bad.csv)",
     )
+
+    export = verb("export", cmd_export, "an experiment's fold models as one ONNX graph (+ int8)")
+    _add_config_arguments(export)
+    export.add_argument(
+        "--quantize",
+        choices=("static", "dynamic"),
+        help="also write model.int8.onnx (static: calibrated on training clips)",
+    )
+    export.add_argument(
+        "--no-tta", action="store_true", help="without the test-time views (predict.tta)"
+    )
+
+    spot = verb("spot", cmd_spot, "keywords in recordings of any length (CSV of detections)")
+    _add_config_arguments(spot)
+    spot.add_argument("path", help="an audio file, or a folder of them (recursive)")
+    spot.add_argument("--source", help="the experiment (default: the config's)")
+    spot.add_argument("--out", help="CSV (default runs/<task>/<source>/spot/detections.csv)")
+    spot.add_argument("--plot", action="store_true", help="a PNG of the scores per file")
+    spot.add_argument("--answers", help="CSV of file,start,end,label to score the detections")
+    spot.add_argument(
+        "--runtime", choices=("torch", "onnx", "onnx-int8"), default="torch",
+        help="the fold models, or the exported model (`export`)",
+    )  # fmt: skip
 
     pseudo = verb("pseudo", cmd_pseudo, "pseudo-label confident test clips for the next round")
     _add_config_arguments(pseudo)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_path, remove_orphans
 from speechstack.audio import AudioError, fit_length, read_audio
-from speechstack.config import AudioConfig
+from speechstack.config import AudioConfig, Config
 
 WaveformTransform = Callable[[np.ndarray, int], np.ndarray]
 ClipCondition = Callable[[np.ndarray, str], np.ndarray]  # (waveform, fname) -> waveform
@@ -519,4 +519,16 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+    )
+
+
+def prediction_loader(manifest: pl.DataFrame, config: Config) -> DataLoader:
+    """The evaluation loader of ``manifest``'s clips for prediction: sliding windows of
+    ``config.audio`` per clip, ``config.predict`` batch size and workers, in order."""
+    return make_loader(
+        ClipDataset(manifest, config.audio),
+        config.predict.batch_size,
+        shuffle=False,
+        num_workers=config.predict.num_workers,
+        seed=0,
     )

@@ -7,6 +7,8 @@ output against ``librosa.feature.melspectrogram`` + ``power_to_db``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +83,51 @@ class LogMel(nn.Module):
             ],
             dim=-1,
         )  # (batch, frames, n_mels)
+        return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+
+    def exportable(self) -> DftLogMel:
+        """The same log-mel in operators every ONNX runtime has (``export.py``)."""
+        return DftLogMel(self)
+
+
+class DftLogMel(nn.Module):
+    """``LogMel``'s arithmetic for export: the frames are gathered with a fixed index (the
+    window's non-zero taps only) and the windowed real DFT is one matrix product with a
+    cosine/sine basis, so the graph needs no FFT, unfold or complex operator (ONNX's DFT
+    and STFT operators are slower in ONNX Runtime than this product on the CPU). Same
+    output as the ``LogMel`` it is made from, to float32 rounding (``tests/test_export.py``).
+    The gather index becomes a constant of an exported graph, so the graph takes windows of
+    the length it was exported with."""
+
+    def __init__(self, log_mel: LogMel) -> None:
+        super().__init__()
+        self.n_fft = log_mel.n_fft
+        self.hop_length = log_mel.hop_length
+        taps = log_mel.window.ne(0).nonzero().flatten()
+        self.first_tap = int(taps[0])
+        self.taps = int(taps[-1]) + 1 - self.first_tap
+        self.bins = self.n_fft // 2 + 1
+        times = torch.arange(self.first_tap, self.first_tap + self.taps, dtype=torch.float64)
+        bins = torch.arange(self.bins, dtype=torch.float64)
+        angle = 2 * math.pi * ((bins[:, None] * times[None, :]) % self.n_fft) / self.n_fft
+        window = log_mel.window.double()[self.first_tap : self.first_tap + self.taps]
+        basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
+        self.register_buffer("basis", basis.T.float().contiguous(), persistent=False)
+        self.register_buffer("filterbank", log_mel.filterbank.T.contiguous(), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        samples = waveform.shape[-1]
+        frames = frame_count(samples, self.hop_length)
+        before = self.n_fft // 2 - self.first_tap
+        after = max(0, (frames - 1) * self.hop_length + self.taps - before - samples)
+        padded = F.pad(waveform.float(), (before, after))
+        index = (
+            torch.arange(frames, device=waveform.device)[:, None] * self.hop_length
+            + torch.arange(self.taps, device=waveform.device)[None, :]
+        )  # (frames, taps): a constant of the exported graph
+        spectrum = padded[:, index] @ self.basis  # (batch, frames, 2 * bins)
+        real, imaginary = spectrum[..., : self.bins], spectrum[..., self.bins :]
+        mel = (real * real + imaginary * imaginary) @ self.filterbank  # (batch, frames, n_mels)
         return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
 
 

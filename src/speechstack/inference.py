@@ -24,15 +24,20 @@ import numpy as np
 import polars as pl
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from speechstack.acoustic import clip_features
 from speechstack.artifacts import damaged_files
+from speechstack.audio import read_audio
 from speechstack.config import Config, TtaView, load_config
-from speechstack.data import ClipDataset, make_loader, unreadable_clips
+from speechstack.data import prediction_loader, unreadable_clips
+from speechstack.exported import Runtime, exported_probabilities
 from speechstack.models import ModelContext, create_model
 from speechstack.speakers import levelled
+from speechstack.spot import SpotResult, spot_recording
 from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
 from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
+from speechstack.tta import apply_view, views_or_identity
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
@@ -134,15 +139,7 @@ def predict_experiment(
             continue
         model, config, class_to_label = load_fold_model(folder, device)
         speakers = TASKS.get(config.task.name).speakers_of(manifest["fname"])
-        heard = levelled(config, manifest, speakers)
-        dataset = ClipDataset(heard, config.audio)
-        loader = make_loader(
-            dataset,
-            config.predict.batch_size,
-            shuffle=False,
-            num_workers=config.predict.num_workers,
-            seed=0,
-        )
+        loader = prediction_loader(levelled(config, manifest, speakers), config)
         precision = Precision.choose(device, config.train.amp)
         labels = (
             predict_probabilities(
@@ -158,6 +155,26 @@ def predict_experiment(
         total = labels if total is None else total + labels
     assert total is not None
     return total / len(folds)
+
+
+def window_probabilities(
+    models: Sequence[tuple[nn.Module, np.ndarray]],
+    views: Sequence[TtaView],
+    sample_rate: int,
+    windows: torch.Tensor,
+) -> torch.Tensor:
+    """Label probabilities ``(windows, labels)`` of ``(model, class_to_label)`` fold models
+    for windows of the models' length: softmax, mapped to labels, averaged over the
+    test-time ``views`` and the folds (what ``predict_experiment`` does per window)."""
+    total = torch.zeros(())
+    chosen = views_or_identity(views)
+    with torch.no_grad():
+        for model, class_to_label in models:
+            for view in chosen:
+                logits = model(apply_view(windows, view, sample_rate))
+                probabilities = torch.softmax(logits.float(), dim=1)
+                total = total + probabilities @ torch.as_tensor(class_to_label)
+    return total / (len(chosen) * len(models))
 
 
 def feature_fold_probabilities(
@@ -195,13 +212,15 @@ def predict_folder(
     progress: bool = True,
     tta: bool = True,
     strict: bool = False,
+    runtime: Runtime = "torch",
 ) -> FolderPredictions:
     """Predictions of ``source`` (an experiment or the stack named ``config.stack.name``)
     for every readable audio file under ``audio_dir``: path, label, one probability per
     label; and the unreadable files with their reasons. Every file is decoded before any
     model is loaded; ``strict`` refuses a folder with any unreadable file, and a folder
     with no readable one is always refused. ``tta=False`` predicts the windows as they are
-    (to measure what the views add)."""
+    (to measure what the views add). ``runtime`` ``onnx`` / ``onnx-int8`` predicts each
+    experiment with its exported model (``make export``) instead of its PyTorch folds."""
     views = None if tta else []
     from speechstack.stack import apply_stack, member_columns, stack_members
 
@@ -225,6 +244,13 @@ def predict_folder(
             )
         manifest = manifest.filter(~pl.col("fname").is_in(unreadable["fname"].to_list()))
     device = resolve_device(config.train.device)
+
+    def experiment(name: str) -> np.ndarray:
+        if runtime == "torch":
+            run_dir = config.task_runs_dir / name
+            return predict_experiment(run_dir, manifest, device, progress, views)
+        return exported_probabilities(config, name, manifest, labels, runtime, tta, progress)
+
     experiments = stack_members(source_dir)
     if experiments is not None:
         features = pl.DataFrame(
@@ -232,17 +258,13 @@ def predict_folder(
                 column_name: column
                 for name in experiments
                 for column_name, column in zip(
-                    member_columns(name, labels),
-                    predict_experiment(
-                        config.task_runs_dir / name, manifest, device, progress, views
-                    ).T,
-                    strict=True,
+                    member_columns(name, labels), experiment(name).T, strict=True
                 )
             }
         )
         probabilities = apply_stack(source_dir, features)
     else:
-        probabilities = predict_experiment(source_dir, manifest, device, progress, views)
+        probabilities = experiment(source)
     predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
     predictions = pl.DataFrame(
         {
@@ -269,3 +291,46 @@ def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, 
         example = joined.filter(pl.col("label").is_null())["path"].head(3).to_list()
         raise PredictError(f"{answers}: no answer for some predicted files, e.g. {example}")
     return float((joined["label"] == joined["predicted"]).mean()), joined.height
+
+
+def spot_files(
+    config: Config,
+    source: str,
+    paths: Sequence[Path],
+    labels: list[str],
+    runtime: Runtime = "torch",
+    progress: bool = True,
+) -> dict[Path, SpotResult]:
+    """Keywords in recordings of any length (``speechstack spot``): experiment ``source``'s
+    fold models (or its exported model) slid over each file (``spot.spot_recording``)."""
+    from speechstack.exported import OnnxModel, exported_path
+    from speechstack.stack import stack_members
+
+    run_dir = config.task_runs_dir / source
+    if stack_members(run_dir) is not None:
+        raise PredictError(f"{run_dir} is a stack: spot with one experiment (--source)")
+    audio = config.audio
+    if runtime == "torch":
+        folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
+        if not folds:
+            raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
+        loaded = [load_fold_model(folder, torch.device("cpu")) for folder in folds]
+        models = [(model, class_to_label) for model, _, class_to_label in loaded]
+        views = loaded[0][1].predict.tta
+
+        def score(windows: np.ndarray) -> np.ndarray:
+            tensor = torch.from_numpy(windows)
+            return window_probabilities(models, views, audio.sample_rate, tensor).numpy()
+
+    else:
+        model = OnnxModel(exported_path(config, source, runtime))
+        model.check(labels, audio.sample_rate, audio.clip_samples)
+        score = model
+    results = {}
+    for path in tqdm(paths, desc="spot", unit="file", disable=not progress):
+        waveform = read_audio(path, audio.sample_rate)
+        results[path] = spot_recording(
+            waveform, audio.sample_rate, score, labels, config.spot,
+            window_seconds=audio.clip_seconds,
+        )  # fmt: skip
+    return results

@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader
 from speechstack.augment import build_waveform_augment
 from speechstack.bench.report import Check, Stage, interleaved, number, rate, summary
 from speechstack.config import Config, FeatureConfig, load_config
-from speechstack.data import ClipDataset, SegmentSource, WaveformStore, make_loader
+from speechstack.data import (
+    ClipDataset,
+    SegmentSource,
+    WaveformStore,
+    make_loader,
+    prediction_loader,
+)
 from speechstack.features import AMIN, LogMel, frame_count
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import Task, create_task
@@ -502,15 +508,7 @@ def bench_inference(
         manifest, source = setup.manifest, "train clips (the data has no test set)"
     if max_clips is not None:
         manifest = manifest.head(max_clips)
-    audio = config.audio
-    dataset = ClipDataset(manifest, audio)
-    loader = make_loader(
-        dataset,
-        config.predict.batch_size,
-        shuffle=False,
-        num_workers=config.predict.num_workers,
-        seed=0,
-    )
+    loader = prediction_loader(manifest, config)
     batches = [windows for windows, _, _ in loader]
     clips = manifest.height
     stage.measured = {

@@ -1,0 +1,216 @@
+"""ONNX export (``speechstack export``) and prediction through ONNX Runtime: the log-mel's
+export form equals the PyTorch one; an exported experiment (folds and test-time views in
+one graph) gives the PyTorch probabilities within 1e-4 on real clips, through the CLI's
+``predict --runtime onnx`` too; int8 files are written with the same metadata; unfinished
+runs, features families and data that does not fit the model's metadata are refused with
+the file named; ``spot`` slides a run over long recordings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from conftest import TINY_SETTINGS
+from speechstack.cli import main
+from speechstack.config import load_config, save_config
+from speechstack.exported import ExportError, OnnxModel
+from speechstack.features import LogMel
+from speechstack.inference import audio_manifest, load_fold_model, window_probabilities
+from speechstack.models import ModelContext, create_model
+from speechstack.tasks import create_task
+
+K = 3
+
+
+def test_dft_log_mel_equals_log_mel() -> None:
+    config = load_config(None, [])
+    log_mel = LogMel(config.features, config.audio.sample_rate)
+    rng = np.random.default_rng(0)
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * np.linspace(0, 1, 16000)
+    waveform = torch.from_numpy(
+        np.stack([tone, rng.normal(0, 0.1, 16000), rng.normal(0, 1e-3, 16000)]).astype(np.float32)
+    )
+    with torch.no_grad():
+        expected = log_mel(waveform)
+        exported = log_mel.exportable()(waveform)
+    assert exported.shape == expected.shape
+    # float32 rounding of a DFT differs where a bin lies ~90 dB under the clip's peak
+    within = expected > expected.amax(dim=(1, 2), keepdim=True) - 60
+    assert (exported - expected).abs()[within].max() < 2e-3  # dB
+    assert (exported - expected).abs().max() < 0.1
+
+
+@pytest.fixture
+def trained_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_speech_commands: Path, repo_root: Path
+) -> list[str]:
+    """Work in ``tmp_path`` with every fold of the tiny CNN saved as training saves it
+    (different random weights per fold; nothing is trained) and the folds file. Returns the
+    CLI's common arguments."""
+    monkeypatch.chdir(tmp_path)
+    config_file = repo_root / "configs" / "speech_commands" / "cnn.yaml"
+    settings = [f"task.data_dir={tiny_speech_commands}", *TINY_SETTINGS]
+    args = ["--config", str(config_file), *(a for s in settings for a in ("--set", s))]
+    assert main(["folds", *args]) == 0
+    config = load_config(config_file, settings)
+    task = create_task(config.task)
+    classes = task.classes()
+    for fold in range(K):
+        torch.manual_seed(fold)
+        model = create_model(
+            config.model.name, ModelContext.of(config, classes), **config.model.params
+        )
+        folder = config.run_dir / f"fold{fold}"
+        folder.mkdir(parents=True)
+        state = {
+            "state_dict": model.state_dict(),
+            "classes": classes,
+            "labels": task.labels,
+            "class_to_label": task.class_to_label().tolist(),
+        }
+        torch.save(state, folder / "model.pt")
+        save_config(config, folder / "config.yaml")
+    return args
+
+
+def _test_windows(data: Path, count: int = 12) -> np.ndarray:
+    from speechstack.audio import fit_length, read_audio
+
+    clips = sorted((data / "test" / "audio").glob("*.wav"))[:count]
+    rng = np.random.default_rng(0)
+    return np.stack([fit_length(read_audio(c, 16000), 16000, rng) for c in clips])
+
+
+def test_export_matches_pytorch_and_carries_metadata(
+    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["export", *trained_run, "--quantize", "static"]) == 0
+    out = capsys.readouterr().out
+    assert "exported the 3 folds of 'cnn'" in out
+    float_path = Path("runs/speech_commands/cnn/export/model.onnx")
+    int8_path = float_path.with_name("model.int8.onnx")
+    model = OnnxModel(float_path)
+    labels = create_task(
+        load_config(Path("runs/speech_commands/cnn/fold0/config.yaml")).task
+    ).labels
+    assert model.labels == labels
+    assert (model.sample_rate, model.window_samples) == (16000, 16000)
+    assert len(model.views) == 3  # speech_commands' predict.tta
+
+    windows = _test_windows(tiny_speech_commands)
+    loaded = [
+        load_fold_model(Path(f"runs/speech_commands/cnn/fold{k}"), torch.device("cpu"))
+        for k in range(K)
+    ]
+    views = loaded[0][1].predict.tta
+    expected = window_probabilities(
+        [(m, c) for m, _, c in loaded], views, 16000, torch.from_numpy(windows)
+    ).numpy()
+    got = model(windows)
+    assert got.shape == (len(windows), len(labels))
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+    quantized = OnnxModel(int8_path)
+    assert quantized.metadata["quantized"] == "int8" and quantized.labels == labels
+    assert int8_path.stat().st_size < float_path.stat().st_size
+    int8 = quantized(windows)
+    assert np.allclose(int8.sum(axis=1), 1.0, atol=1e-4)
+    assert np.abs(int8 - expected).max() < 0.2  # close, not equal: int8 weights and activations
+
+
+def test_predict_through_onnx_equals_pytorch(
+    trained_run: list[str], tiny_speech_commands: Path
+) -> None:
+    assert main(["export", *trained_run]) == 0
+    audio = str(tiny_speech_commands / "test" / "audio")
+    common = ["predict", *trained_run, "--audio", audio, "--source", "cnn"]
+    assert main([*common, "--out", "torch.csv"]) == 0
+    assert main([*common, "--out", "onnx.csv", "--runtime", "onnx"]) == 0
+    torch_rows, onnx_rows = pl.read_csv("torch.csv"), pl.read_csv("onnx.csv")
+    assert torch_rows["path"].to_list() == onnx_rows["path"].to_list()
+    labels = [c for c in torch_rows.columns if c not in ("path", "label")]
+    difference = np.abs(torch_rows.select(labels).to_numpy() - onnx_rows.select(labels).to_numpy())
+    assert difference.max() < 1e-4
+    assert (torch_rows["label"] == onnx_rows["label"]).all()
+
+
+def test_export_refuses_an_unfinished_run(
+    trained_run: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    shutil.rmtree("runs/speech_commands/cnn/fold2")
+    assert main(["export", *trained_run]) == 2
+    error = capsys.readouterr().err
+    assert "unfinished run" in error and "fold2" in error
+    assert not Path("runs/speech_commands/cnn/export/model.onnx").exists()
+
+
+def test_predict_refuses_a_model_made_for_other_data(
+    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["export", *trained_run]) == 0
+    model = OnnxModel(Path("runs/speech_commands/cnn/export/model.onnx"))
+    with pytest.raises(ExportError, match="labels"):
+        model.check([*model.labels[:-1], "maybe"], 16000, 16000)
+    audio = str(tiny_speech_commands / "test" / "audio")
+    args = ["predict", *trained_run, "--audio", audio, "--source", "cnn", "--runtime", "onnx"]
+    assert main([*args, "--set", "audio.sample_rate=8000"]) == 2
+    error = capsys.readouterr().err
+    assert "model.onnx was exported for a sample rate of 16000 Hz (the data's: 8000 Hz)" in error
+    assert main([*args, "--runtime", "onnx-int8"]) == 2
+    assert "model.int8.onnx not found: export the experiment first" in capsys.readouterr().err
+
+
+def test_a_damaged_export_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not a graph")
+    with pytest.raises(ExportError, match=r"model\.onnx cannot be loaded"):
+        OnnxModel(path)
+
+
+@pytest.mark.parametrize("family", ["gru", "convs2s"])
+def test_other_families_export_with_parity(family: str, tmp_path: Path) -> None:
+    from speechstack.export import FoldEnsemble, _write_onnx
+    from speechstack.models import MODELS
+
+    config = load_config(None, [])
+    context = ModelContext.of(config, [str(i) for i in range(5)])
+    models = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        models.append(create_model(family, context, **MODELS.get(family).tiny).eval())
+    matrices = [np.eye(5, dtype=np.float32)] * 2
+    ensemble = FoldEnsemble(models, matrices, [], 16000, share_log_mel=True)
+    path = tmp_path / "model.onnx"
+    metadata = {"labels": '["0","1","2","3","4"]', "sample_rate": "16000",
+                "window_samples": "16000", "views": "[]", "model": family}  # fmt: skip
+    _write_onnx(ensemble, 16000, metadata, path)
+    windows = np.random.default_rng(0).normal(0, 0.1, (4, 16000)).astype(np.float32)
+    expected = window_probabilities(
+        list(zip(models, matrices, strict=True)), [], 16000, torch.from_numpy(windows)
+    ).numpy()
+    assert np.abs(OnnxModel(path)(windows) - expected).max() < 1e-4
+
+
+def test_spot_writes_detections_and_scores_them(
+    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    long = tiny_speech_commands / "demo_long"
+    answers = tiny_speech_commands / "demo_long.csv"
+    first = sorted(long.glob("*.wav"))[0]
+    args = ["spot", *trained_run, str(first), "--out", "spot/found.csv", "--plot"]
+    assert main([*args, "--answers", str(answers), "--set", "spot.threshold=0.0"]) == 0
+    out = capsys.readouterr().out
+    found = pl.read_csv("spot/found.csv")
+    assert found.columns == ["file", "start", "end", "label", "score"]
+    assert found.height > 0 and set(found["file"]) == {first.name}
+    assert not set(found["label"]) & {"silence", "unknown"}
+    assert (found["end"] > found["start"]).all()
+    assert Path(f"spot/found-{first.stem}.png").stat().st_size > 0
+    assert "precision" in out and "recall" in out
+    assert audio_manifest(long).height == len(list(long.glob("*.wav")))
