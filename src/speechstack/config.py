@@ -251,6 +251,19 @@ class ModelConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # validated by the family's schema
 
 
+class DistillConfig(Strict):
+    """Training on a teacher's soft labels (``make distill``): every folded training clip's
+    target is the teacher's out-of-fold probabilities, every test clip joins the training
+    side with the teacher's test probabilities, each sharpened or softened as
+    ``p ** (1 / temperature)`` and mixed with the true (or the teacher's) label; the loss is
+    ``temperature ** 2`` times the cross-entropy of ``softmax(logits / temperature)``."""
+
+    teacher: str | None = None  # a stack or experiment of the task (None: no distillation)
+    temperature: float = Field(2.0, gt=0)
+    weight: float = Field(0.9, ge=0, le=1)  # the teacher's share of each soft target
+    test_clips: bool = True  # the test clips join every fold's training side (never validated)
+
+
 class TrainConfig(Strict):
     epochs: int = Field(16, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -285,6 +298,7 @@ class TrainConfig(Strict):
     # spliced to another clip's second half) labelled with the task's `unknown` class: the
     # model learns a place for speech that is no word it knows (data.SyntheticUnknown)
     synthetic_unknown: float = Field(0.0, ge=0, lt=1)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @model_validator(mode="after")
     def _positive_quota(self) -> TrainConfig:
@@ -308,6 +322,10 @@ class PredictConfig(Strict):
     # (OOF rows, shifted OOF rows, the test set and `predict` alike); [] = the window as is
     tta: list[TtaView] = Field(default_factory=list)
     shifted_validation: ShiftedValidationConfig = Field(default_factory=ShiftedValidationConfig)
+
+
+Runtime = Literal["torch", "onnx", "onnx-int8"]  # what predicts: the PyTorch fold models,
+RUNTIMES: tuple[Runtime, ...] = ("torch", "onnx", "onnx-int8")  # or the exported ONNX files
 
 
 class SpotConfig(Strict):

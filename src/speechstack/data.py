@@ -374,7 +374,8 @@ def cache_key(
 
 
 class ClipDataset(Dataset):
-    """Item ``i`` -> (waveform, class index or -1).
+    """Item ``i`` -> (waveform, class index or -1; in training with ``soft_targets``, the
+    clip's row of them: a distribution over the classes, ``train.distill``).
 
     Clips come from a ``WaveformStore`` (training, validation) or are decoded on demand
     (a large test set). Two modes:
@@ -401,8 +402,10 @@ class ClipDataset(Dataset):
         segments: SegmentSource | None = None,
         condition: ClipCondition | None = None,
         synthetic: SyntheticUnknown | None = None,
+        soft_targets: np.ndarray | None = None,
     ) -> None:
         self.rows = manifest.select("fname", "path", "start", "duration", "gain_db").to_dicts()
+        self.soft_targets = soft_targets
         self.audio = audio
         self.targets = targets if targets is not None else np.full(len(self.rows), -1)
         self.store = store
@@ -431,7 +434,7 @@ class ClipDataset(Dataset):
         """A random clip of this dataset as stored (what ``augment.mix`` mixes in)."""
         return self.clip(int(self.rng.integers(len(self.rows))))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | np.ndarray]:
         row = self.rows[index]
         window = self.audio.clip_samples
         target = int(self.targets[index])
@@ -447,6 +450,11 @@ class ClipDataset(Dataset):
             if self.augment is not None:
                 waveform = self.augment(waveform, self.audio.sample_rate)
             waveform = fit_length(waveform, window, self.rng)
+            if self.soft_targets is not None:
+                soft = self.soft_targets[index]
+                if target != int(self.targets[index]):  # made a non-word: its own class
+                    soft = np.eye(soft.shape[0], dtype=np.float32)[target]
+                return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), soft
         else:
             waveform = self.clip(index)
             if self.condition is not None:

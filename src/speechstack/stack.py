@@ -186,6 +186,22 @@ def source_predictions(
     )
 
 
+def source_oof(runs_dir: Path, source: str, folds_file: Path, labels: list[str]) -> pl.DataFrame:
+    """Out-of-fold label probabilities of ``source`` (``fname`` + one column per label):
+    a stack's ``oof.parquet`` (its kept source), or an experiment's fold OOF rows."""
+    source_dir = runs_dir / source
+    if stack_members(source_dir) is not None:
+        path = source_dir / "oof.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; run `make stack` first")
+        return read_frame(path).select("fname", *labels)
+    oof = collect_oof(runs_dir, [source], read_folds(folds_file), labels)
+    columns = member_columns(source, labels)
+    return oof.select(
+        "fname", *[pl.col(c).alias(label) for c, label in zip(columns, labels, strict=True)]
+    )
+
+
 def accuracy(probabilities: np.ndarray, truth: np.ndarray) -> float:
     return float((probabilities.argmax(axis=1) == truth).mean())
 

@@ -61,6 +61,7 @@ from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore
 from speechstack.config import (
     Config,
     ConfigError,
+    DistillConfig,
     ShiftedValidationConfig,
     TtaView,
     load_config,
@@ -275,6 +276,10 @@ class FoldData:
             pl.lit(-1, dtype=pl.Int64).alias("fold")
         )
         pseudo = self._pseudo_rows(config)
+        teacher: dict[str, np.ndarray] = {}
+        if config.train.distill.teacher is not None:
+            taught, teacher = self._teacher(config, task)
+            pseudo = pl.concat([pseudo, taught])
         pseudo = levelled(config, pseudo, task.speakers_of(pseudo["fname"]))
         self.train_only_clips, self.pseudo_clips = extra.height, pseudo.height
         self.valid = folded.filter(pl.col("fold") == fold)
@@ -287,6 +292,9 @@ class FoldData:
         index = {name: i for i, name in enumerate(self.classes)}
         self.train_targets = self.train["target"].replace_strict(index).to_numpy()
         self.valid_targets = self.valid["target"].replace_strict(index).to_numpy()
+        self.train_soft = (
+            self.soft_targets(config.train.distill, teacher) if teacher else None
+        )  # (train clips, classes) under train.distill, else None: the labels
         test = task.test_manifest()
         self.test = (
             None if test is None else levelled(config, test, task.speakers_of(test["fname"]))
@@ -308,7 +316,7 @@ class FoldData:
         """``train.pseudo_labels`` as manifest rows (fold -1: training side only); labels
         that are no training class (``unknown`` when training on words) are left out."""
         path = config.train.pseudo_labels
-        kept = pl.DataFrame(schema={"fname": pl.String, "path": pl.String, "label": pl.String})
+        kept = pl.DataFrame(schema=PSEUDO_SCHEMA)
         if path is not None:
             from speechstack.pseudo import read_pseudo_labels
 
@@ -317,17 +325,83 @@ class FoldData:
             if kept.height < pseudo.height:
                 log.info("%s: %d pseudo labels are no training class; left out",
                          path, pseudo.height - kept.height)  # fmt: skip
-        return kept.select(
-            pl.concat_str(pl.lit("pseudo:"), "fname").alias("fname"),
-            "path",
-            pl.lit(0.0).alias("start"),
-            pl.lit(None, dtype=pl.Float64).alias("duration"),
-            pl.lit(0.0).alias("gain_db"),
-            "label",
-            pl.col("label").alias("target"),
-            pl.lit("pseudo").alias("group"),
-            pl.lit(-1, dtype=pl.Int64).alias("fold"),
+        return _training_only_rows(kept, "pseudo:")
+
+    def _teacher(self, config: Config, task: Task) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+        """``train.distill``: the test clips as training rows labelled with the teacher's
+        most probable label (``teacher:<fname>``; none without ``test_clips``), and the
+        teacher's label probabilities of every clip it predicted (folded clips: out of fold;
+        test clips: averaged over its folds), by row name."""
+        from speechstack.stack import source_oof, source_predictions
+
+        distill, runs_dir = config.train.distill, config.task_runs_dir
+        assert distill.teacher is not None
+        if self.classes != self.labels:
+            raise ValueError(
+                f"train.distill needs a student that learns the task's labels (classes "
+                f"{len(self.classes)} != labels {len(self.labels)}: set "
+                "task.params.label_mode=labels)"
+            )
+        oof = source_oof(runs_dir, distill.teacher, config.folds_file, self.labels)
+        probabilities = dict(zip(oof["fname"], oof.select(self.labels).to_numpy(), strict=True))
+        test = task.test_manifest()
+        if not distill.test_clips or test is None:
+            return _training_only_rows(
+                pl.DataFrame(schema=PSEUDO_SCHEMA), "teacher:"
+            ), probabilities
+        predicted = source_predictions(
+            runs_dir, distill.teacher, config.folds_file, self.labels
+        ).test
+        matrix = predicted.select(self.labels).to_numpy()
+        rows = test.select("fname", "path").join(
+            predicted.select("fname", label=pl.Series(np.asarray(self.labels)[matrix.argmax(1)])),
+            on="fname",
         )
+        if rows.height < test.height:
+            raise ValueError(
+                f"teacher {distill.teacher!r} has no test probabilities for "
+                f"{test.height - rows.height} of the {test.height} test clips; predict them first"
+            )
+        for fname, row in zip(predicted["fname"], matrix, strict=True):
+            probabilities[f"teacher:{fname}"] = row
+        return _training_only_rows(rows, "teacher:"), probabilities
+
+    def soft_targets(
+        self, distill: DistillConfig, probabilities: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """``(train clips, classes)``: each training clip's teacher distribution,
+        ``p ** (1 / temperature)`` renormalised, mixed with its label's one-hot by
+        ``distill.weight`` (a clip the teacher did not predict: the one-hot alone)."""
+        onehot = np.eye(len(self.classes), dtype=np.float64)[self.train_targets]
+        soft = onehot.copy()
+        for row, fname in enumerate(self.train["fname"]):
+            teacher = probabilities.get(fname)
+            if teacher is None:
+                continue
+            sharpened = np.clip(teacher, 1e-8, None) ** (1.0 / distill.temperature)
+            soft[row] = (
+                distill.weight * sharpened / sharpened.sum() + (1 - distill.weight) * onehot[row]
+            )
+        return soft.astype(np.float32)
+
+
+PSEUDO_SCHEMA = {"fname": pl.String, "path": pl.String, "label": pl.String}
+
+
+def _training_only_rows(clips: pl.DataFrame, prefix: str) -> pl.DataFrame:
+    """Clips (``fname``, ``path``, ``label``) as manifest rows of the training side only
+    (fold -1, group ``pseudo``), named ``<prefix><fname>`` apart from the task's own."""
+    return clips.select(
+        pl.concat_str(pl.lit(prefix), "fname").alias("fname"),
+        "path",
+        pl.lit(0.0).alias("start"),
+        pl.lit(None, dtype=pl.Float64).alias("duration"),
+        pl.lit(0.0).alias("gain_db"),
+        "label",
+        pl.col("label").alias("target"),
+        pl.lit("pseudo").alias("group"),
+        pl.lit(-1, dtype=pl.Int64).alias("fold"),
+    )
 
 
 def predict_probabilities(
@@ -370,6 +444,17 @@ def probability_frame(
     return pl.DataFrame({"fname": fnames, **columns})
 
 
+def _loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float, temperature: float
+) -> torch.Tensor:
+    """Cross-entropy against class indices (label-smoothed), or against soft targets
+    (``train.distill``: rows of class probabilities) at ``temperature``, scaled by its
+    square so the gradients keep their size (Hinton et al., 2015)."""
+    if not target.is_floating_point():
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+    return F.cross_entropy(logits.float() / temperature, target) * temperature**2
+
+
 def train_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -388,6 +473,7 @@ def train_epoch(
     model.train()
     mixup = config.augment.mixup
     smoothing = config.train.label_smoothing
+    temperature = config.train.distill.temperature
     total, count = 0.0, 0
     for waveform, target in tqdm(loader, desc=description, disable=not progress, leave=False):
         interrupt.check()
@@ -400,10 +486,10 @@ def train_epoch(
             waveform = weight * waveform + (1 - weight) * waveform[order]
         with precision.autocast():
             logits = model(waveform)
-            loss = F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+            loss = _loss(logits, target, smoothing, temperature)
             if mix:
-                loss = weight * loss + (1 - weight) * F.cross_entropy(
-                    logits.float(), target[order], label_smoothing=smoothing
+                loss = weight * loss + (1 - weight) * _loss(
+                    logits, target[order], smoothing, temperature
                 )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -572,6 +658,7 @@ class FoldRun:
             train=True,
             segments=SegmentSource(audio.sample_rate) if config.train.fresh_segments else None,
             synthetic=synthetic_unknown(config, data.classes),
+            soft_targets=data.train_soft,
         )
         train_set.augment = build_waveform_augment(
             config.augment, task.noise_files(), mix_source=train_set.random_clip
