@@ -28,6 +28,9 @@ NO_TTA      ?=
 STRICT      ?=
 RUNTIME     ?= torch
 QUANTIZE    ?=
+FOLDS       ?=
+TEACHER     ?=
+PLOT        ?=
 PRESET      ?= cpu
 PYTHON      ?= python3
 
@@ -44,7 +47,7 @@ COMMON := --config $(CONFIG) --data $(DATA) $(if $(EXP),--experiment $(EXP)) $(f
 STORE  := $(if $(STORAGE),--storage '$(STORAGE)')
 
 .DEFAULT_GOAL := help
-.PHONY: solution help install data-demo folds train-fold train stack report predict export leaderboard bench bench-models submission submit pseudo demo test test-all lint clean clean-tmp tune best-config dashboard dashboard-screenshot
+.PHONY: solution help install data-demo folds train-fold train stack report predict export distill spot leaderboard bench bench-models submission submit pseudo demo test test-all lint clean clean-tmp tune best-config dashboard dashboard-screenshot
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -87,7 +90,14 @@ predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO,
 	$(CLI) predict $(COMMON) --audio $(AUDIO) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(ANSWERS),--answers $(ANSWERS)) $(if $(NO_TTA),--no-tta) $(if $(STRICT),--strict) --runtime $(RUNTIME)
 
 export: $(STAMP) ## MODEL's fold models (all trained) as one ONNX graph, waveform in, label probabilities out: runs/<task>/<experiment>/export/model.onnx; QUANTIZE=static|dynamic adds model.int8.onnx
-	$(CLI) export $(COMMON) $(if $(QUANTIZE),--quantize $(QUANTIZE)) $(if $(NO_TTA),--no-tta)
+	$(CLI) export $(COMMON) $(if $(QUANTIZE),--quantize $(QUANTIZE)) $(if $(NO_TTA),--no-tta) $(if $(FOLDS),--folds $(FOLDS))
+
+spot: $(STAMP) ## keywords in AUDIO (a long recording or a folder of them) by MODEL's run (EXP=, RUNTIME=onnx): a CSV of detections (+ PLOT=1: a PNG per file; ANSWERS=: precision/recall)
+	$(CLI) spot $(COMMON) $(AUDIO) --runtime $(RUNTIME) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(PLOT),--plot) $(if $(ANSWERS),--answers $(ANSWERS))
+
+distill: $(STAMP) ## train configs/TASK/student.yaml on the soft labels of TEACHER (default: its train.distill.teacher) on every fold, then export it (int8)
+	$(TRAIN) train --config configs/$(TASK)/student.yaml --data $(DATA) $(if $(TEACHER),--set train.distill.teacher=$(TEACHER)) $(foreach s,$(SET),--set $(s))
+	$(CLI) export --config configs/$(TASK)/student.yaml --data $(DATA) $(if $(TEACHER),--set train.distill.teacher=$(TEACHER)) $(foreach s,$(SET),--set $(s)) --quantize static $(if $(FOLDS),--folds $(FOLDS))
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)
@@ -99,8 +109,8 @@ bench-models: $(STAMP) ## train every family in FAMILIES on all folds of the dem
 	$(CLI) leaderboard $(COMMON)
 	$(CLI) stack $(COMMON) --experiments $(subst $(space),$(comma),$(strip $(FAMILIES)))
 
-submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack's kept source (or SOURCE=)
-	$(CLI) submission $(COMMON) $(if $(SOURCE),--source $(SOURCE))
+submission: $(STAMP) ## write submissions/<task>-<time>-cv<score>.csv from the stack's kept source (or SOURCE=); RUNTIME=onnx predicts the test set again with the exported models
+	$(CLI) submission $(COMMON) $(if $(SOURCE),--source $(SOURCE)) --runtime $(RUNTIME)
 
 submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; DRY_RUN=1 prints it
 	$(CLI) submit $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)") $(if $(DRY_RUN),--dry-run)

@@ -147,6 +147,30 @@ def test_loader_overhead_and_inference_stages(setup: Setup) -> None:
     )
 
 
+def test_deploy_stage_times_each_runtime_and_the_shipped_student(
+    setup: Setup, tmp_path: Path
+) -> None:
+    from speechstack.bench.deploy import bench_deploy
+
+    stage = bench_deploy(setup, tmp_path, rounds=1, clips=6, folds=2)
+    assert_stage(stage, [
+        "default CNN: ONNX fp32 vs PyTorch", "shipped student size",
+        "shipped student, one clip, one thread",
+        "student ONNX vs the CNN's folds in PyTorch, whole test",
+    ])  # fmt: skip
+    families = stage.measured["families"]
+    assert set(families) == {"default CNN", "student"}
+    for family in families.values():
+        assert set(family["clips_per_second"]) == {"pytorch", "onnx", "onnx_int8"}
+        assert family["bytes"]["onnx_int8"] < family["bytes"]["onnx"]
+    cnn = families["default CNN"]["clips_per_second"]
+    assert stage.checks[0].value == pytest.approx(cnn["onnx"] / cnn["pytorch"])
+    shipped = stage.measured["shipped_student"]
+    assert stage.checks[1].value == pytest.approx(shipped["bytes"] / 1e6)
+    projected = stage.measured["projected_kaggle_test_seconds"]
+    assert projected["default CNN, PyTorch"] == pytest.approx(158_538 / cnn["pytorch"])
+
+
 def test_scaling_runs_one_epoch_per_size(setup: Setup) -> None:
     # scaling_epoch in this process instead of a child: the same code, without the startup
     stage = bench_scaling(setup, factors=(1, 2), base_clips=16, run_child=scaling_epoch)
@@ -236,16 +260,16 @@ def test_run_benchmarks_quick_structure(
         config_path=repo_root / "configs/speech_commands/cnn.yaml",
         sizes=Sizes(
             feature_clips=2, feature_rounds=1, loader_epochs=1, overhead_rounds=1,
-            overhead_batches=1, inference_rounds=1, inference_clips=4, scaling_factors=(1, 2),
-            scaling_base_clips=8,
+            overhead_batches=1, inference_rounds=1, inference_clips=4, deploy_rounds=1,
+            deploy_clips=4, deploy_folds=1, scaling_factors=(1, 2), scaling_base_clips=8,
         ),
         skip_demo=True,
         work_dir=tmp_path,
         progress=False,
     )  # fmt: skip
     keys = [
-        "featurisation", "data_pipeline", "training_overhead", "inference", "scaling", "demo",
-        "total",
+        "featurisation", "data_pipeline", "training_overhead", "inference", "deploy", "scaling",
+        "demo", "total",
     ]  # fmt: skip
     assert [stage.key for stage in stages] == keys
     assert list(info["stages"]) == keys
@@ -273,8 +297,8 @@ def test_run_benchmarks_runs_make_demo_first_and_uses_its_data(
         config_path=repo_root / "configs/speech_commands/cnn.yaml",
         sizes=Sizes(
             feature_clips=2, feature_rounds=1, loader_epochs=1, overhead_rounds=1,
-            overhead_batches=1, inference_rounds=1, inference_clips=4, scaling_factors=(1, 2),
-            scaling_base_clips=8,
+            overhead_batches=1, inference_rounds=1, inference_clips=4, deploy_rounds=1,
+            deploy_clips=4, deploy_folds=1, scaling_factors=(1, 2), scaling_base_clips=8,
         ),
         work_dir=tmp_path / "work",
         progress=False,

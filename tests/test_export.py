@@ -214,3 +214,29 @@ def test_spot_writes_detections_and_scores_them(
     assert Path(f"spot/found-{first.stem}.png").stat().st_size > 0
     assert "precision" in out and "recall" in out
     assert audio_manifest(long).height == len(list(long.glob("*.wav")))
+
+
+def test_submission_through_the_exported_model(
+    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = load_config(Path("runs/speech_commands/cnn/fold0/config.yaml"))
+    labels = create_task(config.task).labels
+    folds = pl.read_csv(config.folds_file)
+    test = create_task(config.task).test_manifest()
+    uniform = {label: 1.0 / len(labels) for label in labels}
+    for fold in range(K):  # what training writes beside the model (made up: uniform)
+        folder = Path(f"runs/speech_commands/cnn/fold{fold}")
+        fnames = folds.filter(pl.col("fold") == fold)["fname"]
+        pl.DataFrame({"fname": fnames, **uniform}).write_parquet(folder / "oof.parquet")
+        pl.DataFrame({"fname": test["fname"], **uniform}).write_parquet(folder / "test.parquet")
+    assert main(["export", *trained_run]) == 0
+    args = ["submission", *trained_run, "--source", "cnn", "--runtime", "onnx"]
+    assert main([*args, "--out", "sub.csv"]) == 0
+    assert "test probabilities from the exported models (onnx)" in capsys.readouterr().out
+    audio = str(tiny_speech_commands / "test" / "audio")
+    predict = ["predict", *trained_run, "--audio", audio, "--source", "cnn", "--out", "p.csv"]
+    assert main(predict) == 0
+    expected = dict(pl.read_csv("p.csv").select("path", "label").rows())
+    submitted = pl.read_csv("sub.csv")
+    assert submitted.height == test.height
+    assert dict(submitted.rows()) == expected  # not the uniform test.parquet's labels

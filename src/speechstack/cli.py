@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from speechstack.config import Config, ConfigError, load_config
+from speechstack.config import RUNTIMES, Config, ConfigError, load_config
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -179,6 +179,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def cmd_submission(args: argparse.Namespace) -> None:
+    import polars as pl
 
     from speechstack.stack import source_predictions
     from speechstack.submission import (
@@ -200,6 +201,15 @@ def cmd_submission(args: argparse.Namespace) -> None:
     if chosen.note:
         print(chosen.note)
     probabilities, score = chosen.test, chosen.cv_accuracy
+    if args.runtime != "torch":  # the test set again, through the exported models
+        from speechstack.inference import source_probabilities
+
+        test = task.test_manifest()
+        assert test is not None  # source_predictions found test predictions
+        matrix = source_probabilities(config, test, source, task.labels, args.runtime)
+        columns = {label: matrix[:, i] for i, label in enumerate(task.labels)}
+        probabilities = pl.DataFrame({"fname": test["fname"], **columns})
+        print(f"test probabilities from the exported models ({args.runtime})")
     submission = predictions_to_submission(probabilities, task.labels)
     sample = task.sample_submission()
     path = write_submission(
@@ -327,7 +337,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     from speechstack.export import export_experiment
 
     config = _config(args)
-    result = export_experiment(config, quantize=args.quantize, tta=not args.no_tta)
+    folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
+    result = export_experiment(config, quantize=args.quantize, tta=not args.no_tta, folds=folds)
     print(
         f"exported the {result.folds} folds of {config.experiment!r} "
         f"(largest difference from PyTorch: {result.parity:.1e})"
@@ -589,6 +600,16 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", help="experiment name (run folder)")
 
 
+def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=RUNTIMES[0],
+        help="the experiments' PyTorch fold models, or their exported ONNX files "
+        "(`speechstack export`; onnx-int8: the quantised one)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechstack", description=__doc__.split("\n")[0])
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -645,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder (named <task>-<time>-cv<score>.csv inside) or a file ending in .csv; "
         "never overwrites (default submissions)",
     )
+    _add_runtime_argument(submission)
 
     submit_parser = verb("submit", cmd_submit, "upload a submission with the kaggle CLI")
     submit_parser.add_argument("--file", help="CSV to upload (default: newest in submissions/)")
@@ -672,12 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--no-tta", action="store_true", help="no test-time views (predict.tta), to compare"
     )
-    predict.add_argument(
-        "--runtime",
-        choices=("torch", "onnx", "onnx-int8"),
-        default="torch",
-        help="the experiments' PyTorch folds, or their exported ONNX models (`export`)",
-    )
+    _add_runtime_argument(predict)
     predict.add_argument(
         "--strict",
         action="store_true",
@@ -695,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--no-tta", action="store_true", help="without the test-time views (predict.tta)"
     )
+    export.add_argument("--folds", help="comma-separated folds to export (default: all of them)")
 
     spot = verb("spot", cmd_spot, "keywords in recordings of any length (CSV of detections)")
     _add_config_arguments(spot)
@@ -703,10 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     spot.add_argument("--out", help="CSV (default runs/<task>/<source>/spot/detections.csv)")
     spot.add_argument("--plot", action="store_true", help="a PNG of the scores per file")
     spot.add_argument("--answers", help="CSV of file,start,end,label to score the detections")
-    spot.add_argument(
-        "--runtime", choices=("torch", "onnx", "onnx-int8"), default="torch",
-        help="the fold models, or the exported model (`export`)",
-    )  # fmt: skip
+    _add_runtime_argument(spot)
 
     pseudo = verb("pseudo", cmd_pseudo, "pseudo-label confident test clips for the next round")
     _add_config_arguments(pseudo)

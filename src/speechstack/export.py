@@ -120,9 +120,12 @@ class ExportResult:
     bytes: dict[str, int]  # file name -> size
 
 
-def finished_folds(config: Config, run_dir: Path) -> list[Path]:
-    """Every fold folder of the experiment, each with its model; an unfinished run (a fold
-    of the folds file without ``model.pt``) is refused with the folds it lacks."""
+def finished_folds(
+    config: Config, run_dir: Path, chosen: Sequence[int] | None = None
+) -> list[Path]:
+    """The fold folders of the experiment (every fold of the folds file, or the ``chosen``
+    ones), each with its model; an unfinished run (a fold without ``model.pt``) is refused
+    with the folds it lacks."""
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run (train it first: `make train`)")
     if model_trainer(config.model.name) != "network":
@@ -131,27 +134,34 @@ def finished_folds(config: Config, run_dir: Path) -> list[Path]:
             "(openSMILE + scikit-learn/LightGBM), not a network: only networks export to ONNX"
         )
     k = fold_count(read_folds(config.folds_file))
-    missing = [f"fold{i}" for i in range(k) if not (run_dir / f"fold{i}" / "model.pt").is_file()]
+    folds = list(range(k)) if chosen is None else sorted(set(chosen))
+    outside = [fold for fold in folds if not 0 <= fold < k]
+    if outside or not folds:
+        raise ExportError(
+            f"folds {outside or '(none)'} are not folds of {config.folds_file} (0-{k - 1})"
+        )
+    missing = [f"fold{i}" for i in folds if not (run_dir / f"fold{i}" / "model.pt").is_file()]
     if missing:
         raise ExportError(
             f"{run_dir}: unfinished run, {', '.join(missing)} of {k} folds not trained "
-            "(`make train` finishes it); export takes every fold"
+            "(`make train` finishes it; or export the trained ones with --folds)"
         )
-    return [run_dir / f"fold{i}" for i in range(k)]
+    return [run_dir / f"fold{i}" for i in folds]
 
 
 def export_experiment(
     config: Config,
     quantize: Quantize | None = None,
     tta: bool = True,
+    folds: Sequence[int] | None = None,
     check_clips: int = 32,
     calibration_clips: int = CALIBRATION_CLIPS,
 ) -> ExportResult:
     """Write ``<run>/export/model.onnx`` (and ``model.int8.onnx`` with ``quantize``) for the
-    experiment ``config`` names, after checking the graph against the PyTorch folds on
-    ``check_clips`` training clips."""
+    experiment ``config`` names (all its folds, or ``folds``), after checking the graph
+    against the PyTorch folds on ``check_clips`` training clips."""
     run_dir = config.run_dir
-    folders = finished_folds(config, run_dir)
+    folders = finished_folds(config, run_dir, folds)
     device = torch.device("cpu")
     loaded = [load_fold_model(folder, device) for folder in folders]
     models = [model for model, _, _ in loaded]
@@ -183,7 +193,7 @@ def export_experiment(
         "sample_rate": str(audio.sample_rate),
         "window_samples": str(audio.clip_samples),
         "views": json.dumps([view.model_dump() for view in views]),
-        "folds": str(len(folders)),
+        "folds": ",".join(folder.name.removeprefix("fold") for folder in folders),
         "speaker_level": str(audio.speaker_level).lower(),
         "model": config.model.name,
     }

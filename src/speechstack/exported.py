@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from speechstack.config import Config
+from speechstack.config import Config, Runtime
 from speechstack.data import prediction_loader
 from speechstack.speakers import with_speaker_levels
 from speechstack.tasks import TASKS
@@ -26,8 +26,6 @@ from speechstack.tasks import TASKS
 EXPORT_FOLDER = "export"  # in the experiment's run folder
 FLOAT_MODEL = "model.onnx"
 INT8_MODEL = "model.int8.onnx"
-Runtime = Literal["torch", "onnx", "onnx-int8"]
-RUNTIMES: tuple[Runtime, ...] = ("torch", "onnx", "onnx-int8")
 
 
 class ExportError(ValueError):

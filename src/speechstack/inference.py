@@ -29,9 +29,9 @@ from tqdm import tqdm
 from speechstack.acoustic import clip_features
 from speechstack.artifacts import damaged_files
 from speechstack.audio import read_audio
-from speechstack.config import Config, TtaView, load_config
+from speechstack.config import Config, Runtime, TtaView, load_config
 from speechstack.data import prediction_loader, unreadable_clips
-from speechstack.exported import Runtime, exported_probabilities
+from speechstack.exported import exported_probabilities
 from speechstack.models import ModelContext, create_model
 from speechstack.speakers import levelled
 from speechstack.spot import SpotResult, spot_recording
@@ -221,9 +221,6 @@ def predict_folder(
     with no readable one is always refused. ``tta=False`` predicts the windows as they are
     (to measure what the views add). ``runtime`` ``onnx`` / ``onnx-int8`` predicts each
     experiment with its exported model (``make export``) instead of its PyTorch folds."""
-    views = None if tta else []
-    from speechstack.stack import apply_stack, member_columns, stack_members
-
     manifest = audio_manifest(audio_dir)
     source_dir = config.task_runs_dir / source
     if not source_dir.is_dir():
@@ -243,28 +240,7 @@ def predict_folder(
                 "readable ones are predicted and the rest listed)"
             )
         manifest = manifest.filter(~pl.col("fname").is_in(unreadable["fname"].to_list()))
-    device = resolve_device(config.train.device)
-
-    def experiment(name: str) -> np.ndarray:
-        if runtime == "torch":
-            run_dir = config.task_runs_dir / name
-            return predict_experiment(run_dir, manifest, device, progress, views)
-        return exported_probabilities(config, name, manifest, labels, runtime, tta, progress)
-
-    experiments = stack_members(source_dir)
-    if experiments is not None:
-        features = pl.DataFrame(
-            {
-                column_name: column
-                for name in experiments
-                for column_name, column in zip(
-                    member_columns(name, labels), experiment(name).T, strict=True
-                )
-            }
-        )
-        probabilities = apply_stack(source_dir, features)
-    else:
-        probabilities = experiment(source)
+    probabilities = source_probabilities(config, manifest, source, labels, runtime, tta, progress)
     predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
     predictions = pl.DataFrame(
         {
@@ -274,6 +250,47 @@ def predict_folder(
         }
     )
     return FolderPredictions(predictions, unreadable)
+
+
+def source_probabilities(
+    config: Config,
+    manifest: pl.DataFrame,
+    source: str,
+    labels: list[str],
+    runtime: Runtime = "torch",
+    tta: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
+    """Label probabilities ``(clips, labels)`` of ``source`` (an experiment, or a stack: its
+    members, then its saved stackers) for every clip of ``manifest``, with the PyTorch fold
+    models or (``runtime`` ``onnx`` / ``onnx-int8``) each experiment's exported model."""
+    from speechstack.stack import apply_stack, member_columns, stack_members
+
+    source_dir = config.task_runs_dir / source
+    if not source_dir.is_dir():
+        raise PredictError(f"{source_dir}: no such run (train or stack it first)")
+    device = resolve_device(config.train.device)
+    views = None if tta else []
+
+    def experiment(name: str) -> np.ndarray:
+        if runtime == "torch":
+            run_dir = config.task_runs_dir / name
+            return predict_experiment(run_dir, manifest, device, progress, views)
+        return exported_probabilities(config, name, manifest, labels, runtime, tta, progress)
+
+    experiments = stack_members(source_dir)
+    if experiments is None:
+        return experiment(source)
+    features = pl.DataFrame(
+        {
+            column_name: column
+            for name in experiments
+            for column_name, column in zip(
+                member_columns(name, labels), experiment(name).T, strict=True
+            )
+        }
+    )
+    return apply_stack(source_dir, features)
 
 
 def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, int]:

@@ -1,6 +1,6 @@
 """The benchmark suite: ``python -m speechstack.bench`` (``make bench``).
 
-Six measurements, each against a target, all taken side by side in one run (interleaved,
+Seven measurements, each against a target, all taken side by side in one run (interleaved,
 best of N), so ratios hold on a busy machine:
 
 1. featurisation   LogMel vs per-clip librosa and vs a bare ``torch.stft`` (the floor)
@@ -8,10 +8,12 @@ best of N), so ratios hold on a busy machine:
 3. training loop   seconds per batch of ``train_epoch`` vs the bare forward/backward/step
                    plus the loader's own work (what the loop itself adds)
 4. inference       clips/s of batched prediction from disk; projected Kaggle test time
-5. scaling         epoch time and peak memory at 1x, 2x, 4x the data (a process per size)
-6. end to end      ``make demo`` in a temporary folder (run first)
+5. deployment      the default CNN's folds and the student: PyTorch vs ONNX vs ONNX int8
+                   clips/s; the shipped student's size and one-thread latency
+6. scaling         epoch time and peak memory at 1x, 2x, 4x the data (a process per size)
+7. end to end      ``make demo`` in a temporary folder (run first)
 
-Prints a table and writes ``bench/results.json`` (atomically). Stages 1-5 run on the demo
+Prints a table and writes ``bench/results.json`` (atomically). Stages 1-6 run on the demo
 data that ``make demo`` generated (generated once more only with ``--skip-demo``), unless
 ``--data`` names a dataset.
 """
@@ -51,6 +53,9 @@ class Sizes:
     overhead_batches: int | None = 10  # None: one whole epoch of the data
     inference_rounds: int = 3
     inference_clips: int | None = None  # None: the whole test set
+    deploy_rounds: int = 3
+    deploy_clips: int = 256
+    deploy_folds: int | None = None  # None: the config's folds.k
     scaling_factors: tuple[int, ...] = (1, 2, 4)
     scaling_base_clips: int | None = None  # None: the whole train manifest is 1x
     demo_speakers: int = 60  # generated data when --data is not given
@@ -66,6 +71,9 @@ class Sizes:
             overhead_batches=2,
             inference_rounds=1,
             inference_clips=32,
+            deploy_rounds=1,
+            deploy_clips=16,
+            deploy_folds=2,
             scaling_factors=(1, 2),
             scaling_base_clips=64,
             demo_speakers=6,
@@ -125,6 +133,7 @@ def run_benchmarks(
     ``threads``: torch threads for every stage (default: 2 for featurisation, as its targets
     are set, and torch's default elsewhere); ``make demo`` runs with the environment's."""
     started = time.perf_counter()  # the whole run's clock, torch's import included
+    from speechstack.bench.deploy import bench_deploy
     from speechstack.bench.processes import bench_demo, bench_scaling
     from speechstack.bench.stages import (
         Setup,
@@ -156,7 +165,7 @@ def run_benchmarks(
         demo_stage = None
         if not skip_demo:
             # First, so that the demo data it generates feeds the other stages too.
-            say("6/6 make demo, run first (minutes); its demo data then feeds stages 1-5")
+            say("7/7 make demo, run first (minutes); its demo data then feeds stages 1-6")
             demo_stage = bench_demo(root, temp_dir)
         demo_data = temp_dir / DEMO_DATA
         if data_dir is not None:
@@ -174,18 +183,26 @@ def run_benchmarks(
                 "seconds": time.perf_counter() - data_start,
             }
         stages: list[Stage] = []
-        say("1/6 featurisation")
+        say("1/7 featurisation")
         stages.append(bench_featurisation(sizes.feature_clips, sizes.feature_rounds, threads or 2))
         say("decoding the clips into the waveform store")
         setup = Setup.load(Path(config_path), Path(data_dir), temp_dir)
         info["data"]["train_clips"] = setup.manifest.height
-        say("2/6 data pipeline")
+        say("2/7 data pipeline")
         stages.append(bench_loader(setup, sizes.loader_epochs))
-        say("3/6 training-loop overhead")
+        say("3/7 training-loop overhead")
         stages.append(bench_train_overhead(setup, sizes.overhead_rounds, sizes.overhead_batches))
-        say("4/6 inference")
+        say("4/7 inference")
         stages.append(bench_inference(setup, sizes.inference_rounds, sizes.inference_clips))
-        say("5/6 scaling (one process per size)")
+        say("5/7 deployment (ONNX export, int8, the student)")
+        deploy_dir = temp_dir / "deploy"
+        deploy_dir.mkdir()
+        stages.append(
+            bench_deploy(
+                setup, deploy_dir, sizes.deploy_rounds, sizes.deploy_clips, sizes.deploy_folds
+            )
+        )
+        say("6/7 scaling (one process per size)")
         stages.append(
             bench_scaling(setup, sizes.scaling_factors, sizes.scaling_base_clips, threads)
         )
