@@ -95,9 +95,9 @@ export: $(STAMP) ## MODEL's fold models (all trained) as one ONNX graph, wavefor
 spot: $(STAMP) ## keywords in AUDIO (a long recording or a folder of them) by MODEL's run (EXP=, RUNTIME=onnx): a CSV of detections (+ PLOT=1: a PNG per file; ANSWERS=: precision/recall)
 	$(CLI) spot $(COMMON) $(AUDIO) --runtime $(RUNTIME) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(PLOT),--plot) $(if $(ANSWERS),--answers $(ANSWERS))
 
-distill: $(STAMP) ## train configs/TASK/student.yaml on the soft labels of TEACHER (default: its train.distill.teacher) on every fold, then export it (int8)
+distill: $(STAMP) ## train configs/TASK/student.yaml on the soft labels of TEACHER (default: its train.distill.teacher) on every fold, then export fold 0 (or FOLDS=) with its views, int8: the file to ship
 	$(TRAIN) train --config configs/$(TASK)/student.yaml --data $(DATA) $(if $(TEACHER),--set train.distill.teacher=$(TEACHER)) $(foreach s,$(SET),--set $(s))
-	$(CLI) export --config configs/$(TASK)/student.yaml --data $(DATA) $(if $(TEACHER),--set train.distill.teacher=$(TEACHER)) $(foreach s,$(SET),--set $(s)) --quantize static $(if $(FOLDS),--folds $(FOLDS))
+	$(CLI) export --config configs/$(TASK)/student.yaml --data $(DATA) $(if $(TEACHER),--set train.distill.teacher=$(TEACHER)) $(foreach s,$(SET),--set $(s)) --quantize static --folds $(or $(FOLDS),0)
 
 leaderboard: $(STAMP) ## table of every experiment of TASK: CV accuracy, parameters, train time, inference speed
 	$(CLI) leaderboard $(COMMON)

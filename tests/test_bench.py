@@ -156,7 +156,7 @@ def test_deploy_stage_times_each_runtime_and_the_shipped_student(
     assert_stage(stage, [
         "default CNN: ONNX fp32 vs PyTorch", "shipped student size",
         "shipped student, one clip, one thread",
-        "student ONNX vs the CNN's folds in PyTorch, whole test",
+        "shipped student vs the CNN's folds in PyTorch, whole test",
     ])  # fmt: skip
     families = stage.measured["families"]
     assert set(families) == {"default CNN", "student"}
@@ -168,7 +168,10 @@ def test_deploy_stage_times_each_runtime_and_the_shipped_student(
     shipped = stage.measured["shipped_student"]
     assert stage.checks[1].value == pytest.approx(shipped["bytes"] / 1e6)
     projected = stage.measured["projected_kaggle_test_seconds"]
-    assert projected["default CNN, PyTorch"] == pytest.approx(158_538 / cnn["pytorch"])
+    assert projected["default CNN's folds, PyTorch"] == pytest.approx(158_538 / cnn["pytorch"])
+    assert stage.checks[3].value == pytest.approx(
+        projected["default CNN's folds, PyTorch"] / projected["shipped student, ONNX int8"]
+    )
 
 
 def test_scaling_runs_one_epoch_per_size(setup: Setup) -> None:

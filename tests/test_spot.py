@@ -311,7 +311,7 @@ def test_an_empty_recording_is_a_clear_error() -> None:
 
 def test_spot_settings_have_defaults_and_checked_ranges() -> None:
     settings = Config().spot
-    assert (settings.hop_seconds, settings.smooth_windows, settings.threshold) == (0.1, 3, 0.5)
+    assert (settings.hop_seconds, settings.smooth_windows, settings.threshold) == (0.1, 9, 0.4)
     assert (settings.refractory_seconds, settings.batch_size) == (0.8, 64)
     assert settings.ignore == ["silence", "unknown"]
     for bad in (

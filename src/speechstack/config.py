@@ -334,8 +334,10 @@ class SpotConfig(Strict):
     ``audio.clip_seconds``; a keyword is reported at a peak of its smoothed score."""
 
     hop_seconds: float = Field(0.1, gt=0)  # between the starts of two scored windows (s)
-    smooth_windows: int = Field(3, ge=1)  # moving average over this many windows; 1 = none
-    threshold: float = Field(0.5, ge=0, le=1)  # lowest smoothed probability reported
+    # moving average over this many windows (1 = none) and the lowest smoothed probability
+    # reported: chosen on long recordings of another demo seed (README, Deploy)
+    smooth_windows: int = Field(9, ge=1)
+    threshold: float = Field(0.4, ge=0, le=1)
     refractory_seconds: float = Field(0.8, ge=0)  # no two detections closer than this (s)
     ignore: list[str] = Field(default_factory=lambda: ["silence", "unknown"])  # never reported
     batch_size: int = Field(64, ge=1)  # windows scored at once
