@@ -173,7 +173,7 @@ def test_a_damaged_export_is_named(tmp_path: Path) -> None:
         OnnxModel(path)
 
 
-@pytest.mark.parametrize("family", ["gru", "convs2s"])
+@pytest.mark.parametrize("family", ["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper"])
 def test_other_families_export_with_parity(family: str, tmp_path: Path) -> None:
     from speechstack.export import FoldEnsemble, _write_onnx
     from speechstack.models import MODELS
