@@ -240,3 +240,19 @@ def test_submission_through_the_exported_model(
     submitted = pl.read_csv("sub.csv")
     assert submitted.height == test.height
     assert dict(submitted.rows()) == expected  # not the uniform test.parquet's labels
+
+
+def test_spot_walks_a_folder_and_names_a_missing_file(
+    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = sorted((tiny_speech_commands / "demo_long").glob("*.wav"))[0]
+    (Path("calls") / "monday").mkdir(parents=True)
+    shutil.copy(first, Path("calls") / "monday" / "call.wav")
+    args = ["spot", *trained_run, "--set", "spot.threshold=0.0", "--out", "found.csv"]
+    assert main([*args, "calls"]) == 0
+    assert set(pl.read_csv("found.csv")["file"]) == {"monday/call.wav"}
+    assert main([*args, "calls/tuesday.wav"]) == 2
+    assert "calls/tuesday.wav: file not found" in capsys.readouterr().err
+    Path("empty").mkdir()
+    assert main([*args, "empty"]) == 2
+    assert "empty: no audio files" in capsys.readouterr().err

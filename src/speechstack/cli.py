@@ -179,8 +179,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def cmd_submission(args: argparse.Namespace) -> None:
-    import polars as pl
-
     from speechstack.stack import source_predictions
     from speechstack.submission import (
         accuracy_by_condition,
@@ -202,13 +200,9 @@ def cmd_submission(args: argparse.Namespace) -> None:
         print(chosen.note)
     probabilities, score = chosen.test, chosen.cv_accuracy
     if args.runtime != "torch":  # the test set again, through the exported models
-        from speechstack.inference import source_probabilities
+        from speechstack.inference import predicted_test_frame
 
-        test = task.test_manifest()
-        assert test is not None  # source_predictions found test predictions
-        matrix = source_probabilities(config, test, source, task.labels, args.runtime)
-        columns = {label: matrix[:, i] for i, label in enumerate(task.labels)}
-        probabilities = pl.DataFrame({"fname": test["fname"], **columns})
+        probabilities = predicted_test_frame(config, source, task.labels, args.runtime)
         print(f"test probabilities from the exported models ({args.runtime})")
     submission = predictions_to_submission(probabilities, task.labels)
     sample = task.sample_submission()
@@ -349,39 +343,25 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_spot(args: argparse.Namespace) -> None:
     import polars as pl
 
-    from speechstack.inference import AUDIO_SUFFIXES, PredictError, spot_files
+    from speechstack.inference import spot_files
     from speechstack.spot import detections_frame, plot_scores, score_detections, write_detections
     from speechstack.tasks import create_task
 
     config = _config(args)
     labels = create_task(config.task).labels
     source = args.source or config.experiment
-    target = Path(args.path)
-    paths = (
-        sorted(p for p in target.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-        if target.is_dir()
-        else [target]
-    )
-    if not paths:
-        raise PredictError(f"{target}: no audio files in it or below")
-    results = spot_files(config, source, paths, labels, runtime=args.runtime)
-    base = target if target.is_dir() else target.parent
-    detections = {path.relative_to(base).as_posix(): r.detections for path, r in results.items()}
+    results = spot_files(config, source, Path(args.path), labels, runtime=args.runtime)
+    detections = {name: result.detections for name, result in results.items()}
     out = Path(args.out) if args.out else config.task_runs_dir / source / "spot" / "detections.csv"
     write_detections(out, detections)
     table = detections_frame(detections)
-    print(f"wrote {out}: {table.height} detections in {len(paths)} files by {source!r}")
+    print(f"wrote {out}: {table.height} detections in {len(results)} files by {source!r}")
     truth = pl.read_csv(args.answers) if args.answers else None
-    if args.plot:
-        for path, result in results.items():
-            picture = out.with_name(f"{out.stem}-{path.stem}.png")
-            plot_scores(
-                result,
-                None,
-                picture,
-                truth.filter(pl.col("file") == path.name) if truth is not None else None,
-            )
-            print(f"plot: {picture}")
+    for name, result in results.items() if args.plot else ():
+        picture = out.with_name(f"{out.stem}-{Path(name).stem}.png")
+        mine = truth.filter(pl.col("file") == Path(name).name) if truth is not None else None
+        plot_scores(result, None, picture, mine)
+        print(f"plot: {picture}")
     if truth is not None:
         score = score_detections(table, truth, ignore=config.spot.ignore)
         print(

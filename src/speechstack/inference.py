@@ -313,16 +313,23 @@ def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, 
 def spot_files(
     config: Config,
     source: str,
-    paths: Sequence[Path],
+    target: Path,
     labels: list[str],
     runtime: Runtime = "torch",
     progress: bool = True,
-) -> dict[Path, SpotResult]:
+) -> dict[str, SpotResult]:
     """Keywords in recordings of any length (``speechstack spot``): experiment ``source``'s
-    fold models (or its exported model) slid over each file (``spot.spot_recording``)."""
+    fold models (or its exported model) slid over ``target`` (an audio file, or every audio
+    file below a folder; ``spot.spot_recording``), by file name relative to the folder."""
     from speechstack.exported import OnnxModel, exported_path
     from speechstack.stack import stack_members
 
+    target = Path(target)
+    if target.is_dir():
+        files = audio_manifest(target)
+        paths = dict(zip(files["fname"], map(Path, files["path"]), strict=True))
+    else:
+        paths = {target.name: target}
     run_dir = config.task_runs_dir / source
     if stack_members(run_dir) is not None:
         raise PredictError(f"{run_dir} is a stack: spot with one experiment (--source)")
@@ -344,10 +351,26 @@ def spot_files(
         model.check(labels, audio.sample_rate, audio.clip_samples)
         score = model
     results = {}
-    for path in tqdm(paths, desc="spot", unit="file", disable=not progress):
+    for name, path in tqdm(paths.items(), desc="spot", unit="file", disable=not progress):
         waveform = read_audio(path, audio.sample_rate)
-        results[path] = spot_recording(
+        results[name] = spot_recording(
             waveform, audio.sample_rate, score, labels, config.spot,
             window_seconds=audio.clip_seconds,
         )  # fmt: skip
     return results
+
+
+def predicted_test_frame(
+    config: Config, source: str, labels: list[str], runtime: Runtime
+) -> pl.DataFrame:
+    """The task's test set predicted again by ``source`` (``fname`` + one probability column
+    per label), e.g. through the exported models (``submission --runtime onnx``)."""
+    from speechstack.tasks import create_task
+
+    test = create_task(config.task).test_manifest()
+    if test is None:
+        raise PredictError(f"{config.task.data_dir}: the data has no test set to predict")
+    matrix = source_probabilities(config, test, source, labels, runtime)
+    return pl.DataFrame(
+        {"fname": test["fname"], **{label: matrix[:, i] for i, label in enumerate(labels)}}
+    )
