@@ -39,6 +39,8 @@ LAYERS: list[set[str]] = [
         "synth",
         "spot",
         "exported",
+        "text",
+        "transcripts",
     },
     {"models"},
     {"stack"},
