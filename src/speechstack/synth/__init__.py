@@ -28,6 +28,7 @@ DEMOS: dict[str, Demo] = {
     "ravdess": Demo("emotion", "generate_ravdess", "actors"),
     "crema_d": Demo("emotion", "generate_crema_d", "actors"),
     "sentiment": Demo("sentiment", "generate_sentiment", "speakers"),
+    "asr": Demo("asr", "generate_asr", "speakers"),
 }
 
 
@@ -56,6 +57,7 @@ _LAZY = {
     "Espeak": "espeak",
     "english_voices": "espeak",
     "variants_by_gender": "espeak",
+    "generate_asr": "asr",
     "generate_crema_d": "emotion",
     "generate_ravdess": "emotion",
     "generate_sentiment": "sentiment",
