@@ -91,7 +91,7 @@ def test_export_matches_pytorch_and_carries_metadata(
 ) -> None:
     assert main(["export", *trained_run, "--quantize", "static"]) == 0
     out = capsys.readouterr().out
-    assert "exported the 3 folds of 'cnn'" in out
+    assert "exported 3 folds of 'cnn'" in out
     float_path = Path("runs/speech_commands/cnn/export/model.onnx")
     int8_path = float_path.with_name("model.int8.onnx")
     model = OnnxModel(float_path)

@@ -334,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
     result = export_experiment(config, quantize=args.quantize, tta=not args.no_tta, folds=folds)
     print(
-        f"exported the {result.folds} folds of {config.experiment!r} "
+        f"exported {result.folds} fold{'s' if result.folds != 1 else ''} of {config.experiment!r} "
         f"(largest difference from PyTorch: {result.parity:.1e})"
     )
     print(format_table(["file", "bytes"], [(str(p), result.bytes[p.name]) for p in result.paths]))
