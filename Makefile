@@ -1,7 +1,7 @@
 # speechstack — every target sets itself up: `make demo` and `make test` work on a fresh clone.
 # Variables (override on the command line, e.g. `make train-fold MODEL=cnn FOLD=2`):
 TASK        ?= speech_commands
-MODEL       ?= cnn
+MODEL       ?= $(if $(filter asr,$(TASK)),ctc,cnn)
 FOLD        ?= 0
 DATA        ?= data/$(TASK)
 CONFIG      ?= configs/$(TASK)/$(MODEL).yaml
@@ -132,10 +132,13 @@ else
 DEMO_LAST := predict AUDIO=$(DATA)/demo_holdout ANSWERS=$(DATA)/demo_holdout/answers.csv
 endif
 
-demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict)
+demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict); TASK=asr: demo data, then the CTC recogniser and its test WER/CER
 	@start=$$(date +%s); last=$$start; \
 	step() { now=$$(date +%s); echo "demo step $$1: $$((now - last)) s"; last=$$now; }; \
 	$(MAKE) --no-print-directory data-demo && step data && \
+	if [ "$(TASK)" = asr ]; then \
+	  $(MAKE) --no-print-directory train && step train && \
+	  echo "demo finished in $$(( $$(date +%s) - start )) s"; exit $$?; fi && \
 	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && step folds && \
 	$(MAKE) --no-print-directory train && step train && \
 	$(MAKE) --no-print-directory stack && step stack && \

@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"stack"},
     {"pseudo"},
-    {"train"},
+    {"train", "transcribe"},
     {"fold_pool", "inference", "export", "tune", "solution"},
     {"bench"},
     {"cli"},

@@ -120,8 +120,20 @@ def cmd_train_fold(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from speechstack.fold_pool import train_folds
+    from speechstack.models import model_trainer
 
     config = _config(args)
+    if model_trainer(config.model.name) == "transcriber":
+        from speechstack.transcribe import train_transcriber
+
+        result = train_transcriber(config)
+        print(
+            f"{config.experiment}: best epoch {result['best_epoch']}, "
+            f"dev WER {result['dev_wer']:.4f} CER {result['dev_cer']:.4f}; "
+            f"test (unseen speakers) WER {result['test_wer']:.4f} CER {result['test_cer']:.4f}; "
+            f"report: {config.run_dir / 'report.md'}"
+        )
+        return
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     metrics = train_folds(config, folds)
     _print_fold_table(metrics)

@@ -128,10 +128,13 @@ def finished_folds(
     with the folds it lacks."""
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run (train it first: `make train`)")
-    if model_trainer(config.model.name) != "network":
+    trainer = model_trainer(config.model.name)
+    if trainer != "network":
+        kind = {"features": "a features classifier (openSMILE + scikit-learn/LightGBM)",
+                "transcriber": "a speech recogniser"}.get(trainer, trainer)  # fmt: skip
         raise ExportError(
-            f"{run_dir}: the '{config.model.name}' family is a features classifier "
-            "(openSMILE + scikit-learn/LightGBM), not a network: only networks export to ONNX"
+            f"{run_dir}: the '{config.model.name}' family is {kind}; only the classifier "
+            "networks export to ONNX"
         )
     k = fold_count(read_folds(config.folds_file))
     folds = list(range(k)) if chosen is None else sorted(set(chosen))

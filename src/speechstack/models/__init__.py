@@ -5,7 +5,8 @@ rate) to logits ``(batch, num_classes)``; each family computes its own features 
 device. A family registers the pydantic schema of its ``params`` (unknown keys are rejected),
 a ``tiny`` preset that the tests use, and its ``trainer``: ``network`` (an ``nn.Module``
 trained by epochs) or ``features`` (a classifier over clip features, fitted once per fold:
-``acoustic``).
+``acoustic``), or ``transcriber`` (a speech recogniser: waveform -> per-step token logits,
+trained with CTC by ``transcribe.py``: ``ctc``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ModelContext:
         )
 
 
-Trainer = Literal["network", "features"]
+Trainer = Literal["network", "features", "transcriber"]
 Build = Callable[[Any, ModelContext], Any]  # (validated params, context) -> model
 
 

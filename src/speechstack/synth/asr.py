@@ -366,7 +366,7 @@ class _Clip:
 def generate_asr(
     out_dir: Path,
     *,
-    speakers: int = 24,
+    speakers: int = 60,
     holdout_speakers: int = 6,
     sentences_per_speaker: int = 12,
     shared_sentences: bool = False,

@@ -1,0 +1,218 @@
+"""A speech-recognition run (``make train`` with a ``transcriber`` family such as ``ctc``, on
+a transcript task such as ``common_voice``): the corpus's own splits, a character
+vocabulary built from the training transcripts, CTC training with the best epoch chosen by
+the dev CER, and the held-out test transcribed and scored.
+
+Writes ``runs/<dataset>/<experiment>/``: ``model.pt`` (the best epoch's weights),
+``vocab.json`` (``text.Vocabulary``, with its normalisation settings), ``config.yaml``,
+``history.csv`` (loss, dev WER and CER per epoch), ``dev.csv``/``test.csv`` (reference,
+hypothesis and the group columns of every utterance), ``report.md``/``report.json`` (test
+WER/CER overall, per gender, locale and speaker, the worst utterances) and
+``metrics.json``; every file atomically. Clips are decoded once and kept in memory (the
+demo corpus is small); batches hold clips of similar length, so little is padding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from speechstack import interrupt
+from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_json
+from speechstack.audio import read_audio
+from speechstack.augment import build_waveform_augment
+from speechstack.config import Config, save_config
+from speechstack.models import ModelContext, create_model
+from speechstack.tasks import create_task
+from speechstack.text import TextConfig, Vocabulary, normalise
+from speechstack.train import seed_everything, warmup_cosine
+from speechstack.transcripts import HYPOTHESIS, REFERENCE, error_rates, write_report
+
+VOCABULARY = "vocab.json"
+MODEL = "model.pt"
+REPORT_GROUPS = ("gender", "locale", "group")
+
+
+class Utterances:
+    """Decoded clips (float32 waveforms at the task's rate) and their token ids."""
+
+    def __init__(
+        self, manifest: pl.DataFrame, vocabulary: Vocabulary, sample_rate: int, progress: bool
+    ) -> None:
+        self.manifest = manifest
+        self.waveforms = [
+            read_audio(path, sample_rate)
+            for path in tqdm(manifest["path"], desc="decode", disable=not progress, leave=False)
+        ]
+        self.tokens = [vocabulary.encode(sentence) for sentence in manifest["sentence"]]
+        empty = [name for name, ids in zip(manifest["fname"], self.tokens, strict=True) if not ids]
+        if empty:
+            raise ValueError(f"{len(empty)} transcripts are empty after normalisation: {empty[:3]}")
+
+    def batches(self, size: int, rng: np.random.Generator | None) -> Iterator[list[int]]:
+        """Indices in batches of clips of similar length; the batches in random order when
+        ``rng`` is given (training), else in length order."""
+        order = np.argsort([len(w) for w in self.waveforms], kind="stable")
+        chunks = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+        if rng is not None:
+            rng.shuffle(chunks)
+        yield from chunks
+
+
+def _pad(waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(w) for w in waveforms])
+    batch = torch.zeros(len(waveforms), int(lengths.max()))
+    for row, waveform in enumerate(waveforms):
+        batch[row, : len(waveform)] = torch.from_numpy(waveform)
+    return batch, lengths
+
+
+def transcribe(
+    model: nn.Module, utterances: Utterances, vocabulary: Vocabulary, batch_size: int
+) -> list[str]:
+    """Greedy CTC transcripts of every utterance, in the manifest's order."""
+    model.eval()
+    texts: list[str] = [""] * len(utterances.waveforms)
+    with torch.inference_mode():
+        for indices in utterances.batches(batch_size, None):
+            interrupt.check()
+            batch, lengths = _pad([utterances.waveforms[i] for i in indices])
+            logits = model(batch)
+            steps = model.output_lengths(lengths)
+            for row, index in enumerate(indices):
+                texts[index] = vocabulary.ctc_greedy(logits[row, : int(steps[row])].numpy())
+    return texts
+
+
+def _epoch(
+    model: nn.Module,
+    utterances: Utterances,
+    augment: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: Config,
+    rng: np.random.Generator,
+) -> float:
+    """One pass of CTC training; the mean loss per utterance."""
+    model.train()
+    total, count = 0.0, 0
+    sample_rate = config.audio.sample_rate
+    for indices in utterances.batches(config.train.batch_size, rng):
+        interrupt.check()
+        heard = [utterances.waveforms[i] for i in indices]
+        if augment is not None:
+            heard = [augment(waveform, sample_rate).astype(np.float32) for waveform in heard]
+        batch, lengths = _pad(heard)
+        targets = [torch.tensor(utterances.tokens[i]) for i in indices]
+        log_probs = F.log_softmax(model(batch).float(), dim=-1).transpose(0, 1)
+        loss = F.ctc_loss(
+            log_probs,
+            torch.cat(targets),
+            model.output_lengths(lengths),
+            torch.tensor([len(t) for t in targets]),
+            blank=Vocabulary.BLANK_ID,
+            zero_infinity=True,  # a clip too short for its transcript adds no gradient
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.train.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(indices)
+        count += len(indices)
+    return total / max(count, 1)
+
+
+def _scored(manifest: pl.DataFrame, hypotheses: list[str], text: TextConfig) -> pl.DataFrame:
+    groups = [c for c in ("gender", "locale", "accent", "group") if c in manifest.columns]
+    return manifest.select("fname", *groups).with_columns(
+        pl.Series(REFERENCE, [normalise(s, text) for s in manifest["sentence"]]),
+        pl.Series(HYPOTHESIS, hypotheses),
+    )
+
+
+def train_transcriber(config: Config, progress: bool = True) -> dict[str, Any]:
+    """Train ``config``'s transcriber on the task's train split, choose the epoch by the
+    dev CER, transcribe dev and test and write the run folder (module notes); returns the
+    metrics."""
+    started = time.perf_counter()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    task = create_task(config.task)
+    if not hasattr(task, "dev_manifest"):
+        raise ValueError(f"task {config.task.name!r} holds no transcripts: use a transcript task")
+    text = TextConfig()
+    train_rows = task.train_manifest()
+    vocabulary = Vocabulary.build(train_rows["sentence"], text)
+    sample_rate = config.audio.sample_rate
+    train = Utterances(train_rows, vocabulary, sample_rate, progress)
+    dev = Utterances(task.dev_manifest(), vocabulary, sample_rate, progress)
+    test = Utterances(task.test_manifest(), vocabulary, sample_rate, progress)
+    context = ModelContext(len(vocabulary), (), config.audio, config.features,
+                           config.augment.spec_augment)  # fmt: skip
+    model = create_model(config.model.name, context, **config.model.params)
+    augment = build_waveform_augment(config.augment, task.noise_files())
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+    )
+    steps = config.train.epochs * -(-len(train.waveforms) // config.train.batch_size)
+    scheduler = warmup_cosine(optimizer, steps, config.train.warmup_fraction)
+    rng = np.random.default_rng(config.train.seed)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history, best, best_state = [], None, None
+    for epoch in range(1, config.train.epochs + 1):
+        loss = _epoch(model, train, augment, optimizer, scheduler, config, rng)
+        rates = error_rates(
+            [normalise(s, text) for s in dev.manifest["sentence"]],
+            transcribe(model, dev, vocabulary, config.predict.batch_size),
+        )
+        history.append(
+            {"epoch": epoch, "train_loss": loss, "dev_wer": rates.wer, "dev_cer": rates.cer}
+        )
+        if progress:
+            print(f"epoch {epoch:2d}/{config.train.epochs}: loss {loss:.3f}, "
+                  f"dev WER {rates.wer:.3f}, CER {rates.cer:.3f}")  # fmt: skip
+        if best is None or rates.cer < best["dev_cer"]:
+            best = history[-1]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert best is not None and best_state is not None
+    model.load_state_dict(best_state)
+    with atomic_path(run_dir / MODEL, ".pt") as temp:
+        torch.save({"state_dict": best_state, "tokens": list(vocabulary.tokens)}, temp)
+    vocabulary.save(run_dir / VOCABULARY)
+    save_config(config, run_dir / "config.yaml")
+    atomic_write_frame(run_dir / "history.csv", pl.DataFrame(history))
+    results, frame = {}, None
+    for name, utterances in (("dev", dev), ("test", test)):
+        hypotheses = transcribe(model, utterances, vocabulary, config.predict.batch_size)
+        frame = _scored(utterances.manifest, hypotheses, text)
+        atomic_write_frame(run_dir / f"{name}.csv", frame)
+        results[name] = error_rates(frame[REFERENCE], frame[HYPOTHESIS])
+    assert frame is not None  # the test split's
+    groups = [c for c in REPORT_GROUPS if c in frame.columns]
+    write_report(frame, run_dir, groups, f"{config.experiment}: test transcripts")
+    metrics = {
+        "experiment": config.experiment,
+        "best_epoch": best["epoch"],
+        "dev_wer": results["dev"].wer,
+        "dev_cer": results["dev"].cer,
+        "test_wer": results["test"].wer,
+        "test_cer": results["test"].cer,
+        "tokens": len(vocabulary),
+        "train_utterances": len(train.waveforms),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,119 @@
+"""Speech recognition on the Common Voice layout: the reader (splits, columns, malformed rows
+named with file and line), the CTC recogniser (step counts, blank), and a tiny run through
+the CLI whose loss falls and whose run folder holds the model, vocabulary, transcripts and
+report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from speechstack.cli import main
+from speechstack.config import TaskConfig, load_config
+from speechstack.models import MODELS, ModelContext, create_model
+from speechstack.synth import generate_asr
+from speechstack.tasks import DatasetError, create_task
+from speechstack.text import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_asr(
+        tmp_path_factory.mktemp("asr") / "demo",
+        speakers=4,
+        holdout_speakers=2,
+        sentences_per_speaker=3,
+        seed=0,
+        progress=False,
+    )
+
+
+def task(data: Path, **params: object):
+    return create_task(TaskConfig(name="common_voice", data_dir=data, params=params))
+
+
+def test_reader_keeps_the_splits_and_their_speakers_apart(corpus: Path) -> None:
+    reader = task(corpus)
+    train, dev, test = reader.train_manifest(), reader.dev_manifest(), reader.test_manifest()
+    assert reader.labels == []
+    for split, name in ((train, "train"), (dev, "dev"), (test, "test")):
+        tsv = pl.read_csv(corpus / f"{name}.tsv", separator="\t", quote_char=None)
+        assert sorted(split["fname"]) == sorted(tsv["path"])
+        assert dict(zip(split["fname"], split["sentence"], strict=True)) == dict(
+            zip(tsv["path"], tsv["sentence"], strict=True)
+        )
+        assert {"gender", "locale", "group", "path"} <= set(split.columns)
+        assert all(Path(path).is_file() for path in split["path"])
+    assert not set(train["group"]) & set(test["group"])
+    french = task(corpus, locale="fr").train_manifest()
+    assert set(french["locale"]) == {"fr"} and french.height < train.height
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda text: text.replace("sentence", "phrase", 1), r"missing columns \['sentence'\]"),
+        (lambda text: text.replace(".wav", ".gone.wav", 1),
+         r"train\.tsv, line 2: clip .* not found"),
+        (lambda text: "\n".join([*text.splitlines()[:2], "\t".join(["x", "a.wav", ""] + [""] * 7)]),
+         r"train\.tsv, line 3: empty client_id, path or sentence"),
+    ],
+)  # fmt: skip
+def test_reader_names_the_file_and_line_of_a_bad_row(
+    corpus: Path, tmp_path: Path, change, message: str
+) -> None:
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    tsv = copy / "train.tsv"
+    tsv.write_text(change(tsv.read_text()))
+    with pytest.raises(DatasetError, match=message):
+        task(copy).train_manifest()
+    (copy / "dev.tsv").unlink()
+    with pytest.raises(DatasetError, match=r"dev\.tsv: missing split file"):
+        task(copy).dev_manifest()
+
+
+def test_ctc_recogniser_gives_a_step_per_two_frames() -> None:
+    config = load_config(None, [])
+    context = ModelContext(num_classes=7, audio=config.audio, features=config.features)
+    model = create_model("ctc", context, **MODELS.get("ctc").tiny).eval()
+    waveform = torch.randn(2, 16000) * 0.1
+    logits = model(waveform)
+    assert logits.shape[0] == 2 and logits.shape[2] == 7
+    steps = model.output_lengths(torch.tensor([16000, 8000]))
+    assert steps.tolist() == [logits.shape[1], 26]  # 101 frames -> 51 steps, 51 -> 26
+    assert MODELS.get("ctc").trainer == "transcriber"
+
+
+def test_a_tiny_recogniser_trains_through_the_cli(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    config = repo_root / "configs" / "asr" / "ctc.yaml"
+    tiny = "model.params={channels: 32, hidden_size: 32, layers: 1, dropout: 0.0}"
+    settings = ["train.epochs=4", "train.batch_size=4", "train.lr=3e-3", tiny]
+    args = ["train", "--config", str(config), "--data", str(corpus)]
+    assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
+    out = capsys.readouterr().out
+    assert "test (unseen speakers) WER" in out
+    run = Path("runs/asr/ctc")
+    history = pl.read_csv(run / "history.csv")
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_cer"] >= 0 and metrics["best_epoch"] in history["epoch"].to_list()
+    vocabulary = Vocabulary.load(run / "vocab.json")
+    train_text = "".join(task(corpus).train_manifest()["sentence"]).lower()
+    assert {"é"} & set(train_text) <= set(vocabulary.tokens)
+    saved = torch.load(run / "model.pt", weights_only=True)
+    assert saved["tokens"] == list(vocabulary.tokens)
+    test = pl.read_csv(run / "test.csv")
+    assert {"reference", "hypothesis", "gender", "locale"} <= set(test.columns)
+    assert test.height == task(corpus).test_manifest().height
+    report = (run / "report.md").read_text()
+    assert "By gender" in report and f"{metrics['test_wer']:.4f}" in report
