@@ -117,3 +117,20 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     assert test.height == task(corpus).test_manifest().height
     report = (run / "report.md").read_text()
     assert "By gender" in report and f"{metrics['test_wer']:.4f}" in report
+
+    # predict transcribes any folder with the finished run, as the run transcribed its test
+    folder = Path("incoming")
+    folder.mkdir()
+    answers = pl.read_csv(corpus / "test.tsv", separator="\t", quote_char=None)
+    for name in answers["path"]:
+        shutil.copy(corpus / "clips" / name, folder / name)
+    answers.select("path", "sentence").write_csv("answers.csv")
+    predict = ["predict", "--config", str(config), "--data", str(corpus), "--audio", "incoming"]
+    assert main([*predict, "--answers", "answers.csv", "--out", "said.csv"]) == 0
+    said = pl.read_csv("said.csv")
+    assert said.columns == ["path", "sentence"] and said.height == answers.height
+    expected = dict(zip(test["fname"], test["hypothesis"].fill_null(""), strict=True))
+    assert dict(zip(said["path"], said["sentence"].fill_null(""), strict=True)) == expected
+    assert (
+        f"WER {metrics['test_wer']:.4f}, CER {metrics['test_cer']:.4f}" in capsys.readouterr().out
+    )

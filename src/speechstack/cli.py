@@ -310,9 +310,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechstack.tasks import create_task
 
     config = _config(args)
-    labels = create_task(config.task).labels
     source = args.source or config.stack.name
     audio = Path(args.audio)
+    from speechstack.transcribe import is_transcriber_run
+
+    if is_transcriber_run(config.task_runs_dir / (args.source or config.experiment)):
+        _predict_transcripts(args, config, args.source or config.experiment)
+        return
+    labels = create_task(config.task).labels
     predictions, unreadable = predict_folder(
         config, audio, source, labels, tta=not args.no_tta, strict=args.strict,
         runtime=args.runtime,
@@ -380,6 +385,23 @@ def cmd_spot(args: argparse.Namespace) -> None:
             f"against {args.answers}: precision {score.precision:.3f}, "
             f"recall {score.recall:.3f} ({score.matched} words found)"
         )
+
+
+def _predict_transcripts(args: argparse.Namespace, config: Config, source: str) -> None:
+    """``predict`` with a speech-recognition run: ``path,sentence`` for every audio file of
+    the folder; ``--answers`` (``path,sentence``) prints WER and CER."""
+    from speechstack.artifacts import atomic_write_frame
+    from speechstack.inference import audio_manifest
+    from speechstack.transcribe import score_transcripts, transcribe_manifest
+
+    audio, run_dir = Path(args.audio), config.task_runs_dir / source
+    predictions = transcribe_manifest(config, run_dir, audio_manifest(audio))
+    out = Path(args.out) if args.out else run_dir / "predictions" / f"{audio.resolve().name}.csv"
+    atomic_write_frame(out, predictions)
+    print(f"wrote {out}: {predictions.height} files transcribed by {source!r}")
+    if args.answers:
+        rates = score_transcripts(predictions, Path(args.answers), run_dir)
+        print(f"against {args.answers}: WER {rates.wer:.4f}, CER {rates.cer:.4f}")
 
 
 def cmd_pseudo(args: argparse.Namespace) -> None:

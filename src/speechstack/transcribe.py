@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,18 @@ from speechstack import interrupt
 from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_json
 from speechstack.audio import read_audio
 from speechstack.augment import build_waveform_augment
-from speechstack.config import Config, save_config
+from speechstack.config import Config, load_config, save_config
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import create_task
 from speechstack.text import TextConfig, Vocabulary, normalise
 from speechstack.train import seed_everything, warmup_cosine
-from speechstack.transcripts import HYPOTHESIS, REFERENCE, error_rates, write_report
+from speechstack.transcripts import (
+    HYPOTHESIS,
+    REFERENCE,
+    ErrorRates,
+    error_rates,
+    write_report,
+)
 
 VOCABULARY = "vocab.json"
 MODEL = "model.pt"
@@ -42,7 +49,8 @@ REPORT_GROUPS = ("gender", "locale", "group")
 
 
 class Utterances:
-    """Decoded clips (float32 waveforms at the task's rate) and their token ids."""
+    """Decoded clips (float32 waveforms at the task's rate) and, where the manifest has a
+    ``sentence`` column, their token ids."""
 
     def __init__(
         self, manifest: pl.DataFrame, vocabulary: Vocabulary, sample_rate: int, progress: bool
@@ -52,8 +60,9 @@ class Utterances:
             read_audio(path, sample_rate)
             for path in tqdm(manifest["path"], desc="decode", disable=not progress, leave=False)
         ]
-        self.tokens = [vocabulary.encode(sentence) for sentence in manifest["sentence"]]
-        empty = [name for name, ids in zip(manifest["fname"], self.tokens, strict=True) if not ids]
+        sentences = manifest["sentence"] if "sentence" in manifest.columns else []
+        self.tokens = [vocabulary.encode(sentence) for sentence in sentences]
+        empty = [name for name, ids in zip(manifest["fname"], self.tokens, strict=False) if not ids]
         if empty:
             raise ValueError(f"{len(empty)} transcripts are empty after normalisation: {empty[:3]}")
 
@@ -216,3 +225,51 @@ def train_transcriber(config: Config, progress: bool = True) -> dict[str, Any]:
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def is_transcriber_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a speech-recognition run (its vocabulary)."""
+    return (Path(run_dir) / VOCABULARY).is_file()
+
+
+def transcribe_manifest(
+    config: Config, run_dir: Path, manifest: pl.DataFrame, progress: bool = True
+) -> pl.DataFrame:
+    """``path`` (the manifest's ``fname``) and ``sentence``: the transcripts of
+    ``manifest``'s clips by the finished run in ``run_dir`` (its saved config, weights and
+    vocabulary)."""
+    weights = Path(run_dir) / MODEL
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: the run is not trained (`make train`)")
+    saved_config = load_config(Path(run_dir) / "config.yaml")
+    vocabulary = Vocabulary.load(Path(run_dir) / VOCABULARY)
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{weights} cannot be loaded ({type(error).__name__}: {error}); train it again"
+        ) from error
+    if list(saved["tokens"]) != list(vocabulary.tokens):
+        raise ValueError(f"{weights} and {Path(run_dir) / VOCABULARY} do not belong together")
+    context = ModelContext(len(vocabulary), (), saved_config.audio, saved_config.features,
+                           saved_config.augment.spec_augment)  # fmt: skip
+    model = create_model(saved_config.model.name, context, **saved_config.model.params)
+    model.load_state_dict(saved["state_dict"])
+    utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
+                            saved_config.audio.sample_rate, progress)  # fmt: skip
+    sentences = transcribe(model, utterances, vocabulary, config.predict.batch_size)
+    return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
+
+
+def score_transcripts(predictions: pl.DataFrame, answers: Path, run_dir: Path) -> ErrorRates:
+    """WER/CER of ``transcribe_manifest``'s ``predictions`` against an answer CSV with
+    ``path,sentence`` columns (normalised as the run's vocabulary normalises)."""
+    truth = pl.read_csv(answers, infer_schema_length=0)
+    missing = [column for column in ("path", "sentence") if column not in truth.columns]
+    if missing:
+        raise ValueError(f"{answers}: needs columns path and sentence (missing {missing})")
+    joined = predictions.join(truth.select("path", reference="sentence"), on="path")
+    if joined.height < predictions.height:
+        raise ValueError(f"{answers}: no sentence for some transcribed files")
+    text = Vocabulary.load(Path(run_dir) / VOCABULARY).config
+    return error_rates([normalise(r, text) for r in joined["reference"]], joined["sentence"])
