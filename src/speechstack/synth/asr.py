@@ -45,6 +45,7 @@ files; training speakers and their files do not depend on the holdout's size.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -139,7 +140,7 @@ HOLDOUT_CONDITIONS = HoldoutConditions(
 """How test clips are recorded: milder than the classification holdouts, since every
 word of a sentence has to stay recognisable, not just its overall class."""
 
-SENTENCES: dict[str, tuple[str, ...]] = {
+WRITTEN: dict[str, tuple[str, ...]] = {
     "en": (
         "The coffee is still too hot.",
         "Please close the window behind you.",
@@ -319,7 +320,73 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Où as-tu garé la voiture ?",
     ),
 }
-"""The sentences each language's speakers read: everyday, 3-8 words, no digits."""
+"""Hand-written everyday sentences, 3-8 words, no digits."""
+
+# Sentence patterns and the words that fill them: many distinct sentences that share their
+# words, as a real corpus's sentences do, so a sentence never heard in training is mostly
+# made of words that were (French adjectives are the ones spelled alike in both genders).
+TEMPLATES: dict[str, tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]] = {
+    "en": (
+        ("The {} is {}.", (
+            ("garden", "kitchen", "station", "market", "bridge", "letter", "jacket", "river",
+             "window", "teacher", "bottle", "village"),
+            ("quiet", "empty", "yellow", "broken", "open", "cold", "clean", "small", "heavy",
+             "ready"),
+        )),
+        ("I {} the {} {}.", (
+            ("found", "painted", "carried", "opened", "cleaned", "sold", "washed", "moved"),
+            ("table", "basket", "ladder", "mirror", "blanket", "bicycle", "lamp", "suitcase"),
+            ("this morning", "last night", "on Monday", "after lunch", "yesterday"),
+        )),
+        ("{} walked to the {} {}.", (
+            ("Anna", "David", "Maria", "Peter", "Sarah", "Thomas", "Emma", "Robert"),
+            ("beach", "library", "office", "museum", "harbour", "school", "bakery", "church"),
+            ("this morning", "last night", "on Monday", "after lunch", "yesterday"),
+        )),
+    ),
+    "fr": (
+        ("Le {} est {}.", (
+            ("jardin", "marché", "village", "bateau", "chemin", "couloir", "salon", "train",
+             "musée", "pont"),
+            ("calme", "vide", "jaune", "propre", "rapide", "moderne", "énorme", "tranquille",
+             "rouge", "sombre"),
+        )),
+        ("Je {} {} {}.", (
+            ("regarde", "prépare", "cherche", "nettoie", "répare", "achète", "porte", "range"),
+            ("le vélo", "la voiture", "le gâteau", "la lettre", "le livre", "la table",
+             "le manteau", "la lampe", "la valise", "le panier"),
+            ("ce matin", "hier soir", "lundi dernier", "après déjeuner", "à midi"),
+        )),
+        ("{} est allé à {} {}.", (
+            ("Paul", "Marc", "Louis", "Hugo", "Jules", "Léo", "Théo", "Lucas"),
+            ("la gare", "la plage", "l'école", "la poste", "la mairie", "l'hôpital",
+             "la piscine", "la boulangerie"),
+            ("ce matin", "hier soir", "lundi dernier", "après déjeuner", "à midi"),
+        )),
+    ),
+}  # fmt: skip
+_PER_TEMPLATE = 80  # sentences drawn from each pattern
+
+
+def _templated(language: str) -> tuple[str, ...]:
+    """``_PER_TEMPLATE`` fillings of each of ``language``'s patterns, spread evenly over
+    every combination of its words (a fixed choice: the same list on every run)."""
+    made: list[str] = []
+    for pattern, slots in TEMPLATES[language]:
+        combinations = list(itertools.product(*slots))
+        step = len(combinations) / _PER_TEMPLATE
+        for index in range(_PER_TEMPLATE):
+            words = combinations[int(index * step)]
+            made.append(pattern.format(*words))
+    return tuple(made)
+
+
+SENTENCES: dict[str, tuple[str, ...]] = {
+    language: WRITTEN[language]
+    + tuple(s for s in _templated(language) if s not in WRITTEN[language])
+    for language in LANGUAGES
+}
+"""The sentences each language's speakers read: the hand-written ones and the patterns'."""
 
 _HELD_SENTENCE_SHARE = 0.2  # of each language's sentences, for dev and again for test
 _DEV_SPEAKER_SHARE = 1 / 6  # of the training speakers, in whole pairs of languages
