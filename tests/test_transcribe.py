@@ -6,6 +6,7 @@ report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -134,3 +135,18 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     assert (
         f"WER {metrics['test_wer']:.4f}, CER {metrics['test_cer']:.4f}" in capsys.readouterr().out
     )
+
+
+def test_a_second_copy_of_a_transcription_run_is_refused(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    from speechstack.lock import RunLock
+
+    monkeypatch.chdir(tmp_path)
+    config = repo_root / "configs" / "asr" / "ctc.yaml"
+    with RunLock(Path("runs/asr/ctc"), "train", "experiment 'ctc'"):
+        assert main(["train", "--config", str(config), "--data", str(corpus)]) == 2
+    error = capsys.readouterr().err
+    assert "experiment 'ctc'" in error and str(os.getpid()) in error
+    assert not Path("runs/asr/ctc/model.pt").exists()

@@ -31,6 +31,7 @@ from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_
 from speechstack.audio import read_audio
 from speechstack.augment import build_waveform_augment
 from speechstack.config import Config, load_config, save_config
+from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import create_task
 from speechstack.text import TextConfig, Vocabulary, normalise
@@ -152,7 +153,12 @@ def _scored(manifest: pl.DataFrame, hypotheses: list[str], text: TextConfig) -> 
 def train_transcriber(config: Config, progress: bool = True) -> dict[str, Any]:
     """Train ``config``'s transcriber on the task's train split, choose the epoch by the
     dev CER, transcribe dev and test and write the run folder (module notes); returns the
-    metrics."""
+    metrics. One process at a time per run folder: a second is refused, naming the first."""
+    with RunLock(config.run_dir, "train", f"experiment {config.experiment!r}"):
+        return _train_transcriber(config, progress)
+
+
+def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
