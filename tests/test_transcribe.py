@@ -150,3 +150,41 @@ def test_a_second_copy_of_a_transcription_run_is_refused(
     error = capsys.readouterr().err
     assert "experiment 'ctc'" in error and str(os.getpid()) in error
     assert not Path("runs/asr/ctc/model.pt").exists()
+
+
+def test_an_interrupted_transcription_run_resumes_after_its_last_epoch(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import speechstack.transcribe as transcribe
+
+    monkeypatch.chdir(tmp_path)
+    config = repo_root / "configs" / "asr" / "ctc.yaml"
+    tiny = "model.params={channels: 16, hidden_size: 16, layers: 1, dropout: 0.0}"
+    common = ["--config", str(config), "--data", str(corpus), "--set", tiny,
+              "--set", "train.epochs=3", "--set", "train.batch_size=4"]  # fmt: skip
+    assert main(["train", *common, "--set", "experiment=whole"]) == 0
+    whole = pl.read_csv("runs/asr/whole/history.csv")
+
+    scored = transcribe.error_rates
+    calls = {"n": 0}
+
+    def stop_at_the_second_epoch(*args: object, **kwargs: object):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2's dev scoring: epoch 1 is checkpointed, 2 is not
+            raise KeyboardInterrupt
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(transcribe, "error_rates", stop_at_the_second_epoch)
+    assert main(["train", *common, "--set", "experiment=cut"]) == 130
+    assert Path("runs/asr/cut/checkpoint.pt").is_file()
+    assert not Path("runs/asr/cut/model.pt").exists()
+    monkeypatch.setattr(transcribe, "error_rates", scored)
+    capsys.readouterr()
+    assert main(["train", *common, "--set", "experiment=cut"]) == 0
+    assert "after epoch 1" in capsys.readouterr().out
+    resumed = pl.read_csv("runs/asr/cut/history.csv")
+    assert resumed["epoch"].to_list() == [1, 2, 3]
+    assert resumed["dev_cer"].to_list() == whole["dev_cer"].to_list()
+    assert resumed["train_loss"].to_list() == pytest.approx(whole["train_loss"].to_list(), rel=1e-5)
+    assert not Path("runs/asr/cut/checkpoint.pt").exists()

@@ -8,8 +8,12 @@ Writes ``runs/<dataset>/<experiment>/``: ``model.pt`` (the best epoch's weights)
 ``history.csv`` (loss, dev WER and CER per epoch), ``dev.csv``/``test.csv`` (reference,
 hypothesis and the group columns of every utterance), ``report.md``/``report.json`` (test
 WER/CER overall, per gender, locale and speaker, the worst utterances) and
-``metrics.json``; every file atomically. Clips are decoded once and kept in memory (the
-demo corpus is small); batches hold clips of similar length, so little is padding.
+``metrics.json``; every file atomically. After every epoch the loop's whole state (weights,
+optimiser, schedule, history, best epoch, random generators) is saved to
+``checkpoint.pt`` (``checkpoint.FoldCheckpoint``), so an interrupted or killed run resumes
+after its last finished epoch; the file goes once the run is written. Clips are decoded
+once and kept in memory (the demo corpus is small); batches hold clips of similar length,
+so little is padding.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from speechstack import interrupt
 from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_json
 from speechstack.audio import read_audio
 from speechstack.augment import build_waveform_augment
+from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
 from speechstack.config import Config, load_config, save_config
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
@@ -46,6 +51,7 @@ from speechstack.transcripts import (
 
 VOCABULARY = "vocab.json"
 MODEL = "model.pt"
+CHECKPOINT = "checkpoint.pt"  # after every epoch; removed when the run is written
 REPORT_GROUPS = ("gender", "locale", "group")
 
 
@@ -185,8 +191,22 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     rng = np.random.default_rng(config.train.seed)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    history, best, best_state = [], None, None
-    for epoch in range(1, config.train.epochs + 1):
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    checkpoint = FoldCheckpoint(run_dir / CHECKPOINT, config.identity(), config.train.checkpoint)
+    first = 1
+    state = checkpoint.load()
+    if state is not None:  # a run interrupted or killed after a finished epoch
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, best_state = state["history"], state["best"], state["best_state"]
+        restore_random_state(state["random"], {"loop": rng}, {})
+        first = state["epoch"] + 1
+        if progress:
+            print(f"resuming {run_dir} after epoch {state['epoch']}")
+    for epoch in range(first, config.train.epochs + 1):
         loss = _epoch(model, train, augment, optimizer, scheduler, config, rng)
         rates = error_rates(
             [normalise(s, text) for s in dev.manifest["sentence"]],
@@ -201,6 +221,11 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
         if best is None or rates.cer < best["dev_cer"]:
             best = history[-1]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        checkpoint.save({
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "best": best,
+            "best_state": best_state, "random": capture_random_state({"loop": rng}, {}),
+        })  # fmt: skip
     assert best is not None and best_state is not None
     model.load_state_dict(best_state)
     with atomic_path(run_dir / MODEL, ".pt") as temp:
@@ -230,6 +255,7 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    checkpoint.remove()
     return metrics
 
 
