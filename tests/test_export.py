@@ -175,7 +175,7 @@ def test_a_damaged_export_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("family", ["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper"])
 def test_other_families_export_with_parity(family: str, tmp_path: Path) -> None:
-    from speechstack.export import FoldEnsemble, _write_onnx
+    from speechstack.export import FoldEnsemble, write_onnx
     from speechstack.models import MODELS
 
     config = load_config(None, [])
@@ -189,7 +189,7 @@ def test_other_families_export_with_parity(family: str, tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     metadata = {"labels": '["0","1","2","3","4"]', "sample_rate": "16000",
                 "window_samples": "16000", "views": "[]", "model": family}  # fmt: skip
-    _write_onnx(ensemble, 16000, metadata, path)
+    write_onnx(ensemble, 16000, metadata, path)
     windows = np.random.default_rng(0).normal(0, 0.1, (4, 16000)).astype(np.float32)
     expected = window_probabilities(
         list(zip(models, matrices, strict=True)), [], 16000, torch.from_numpy(windows)

@@ -530,6 +530,17 @@ def make_loader(
     )
 
 
+def clip_means(window_values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-window rows ``(windows, k)`` averaged per clip ``(clips, k)``, ``counts`` being
+    each clip's number of windows (``collate_windows``' third item)."""
+    if window_values.shape[0] == counts.shape[0]:  # one window per clip
+        return window_values
+    clip_of_window = torch.repeat_interleave(torch.arange(counts.shape[0]), counts)
+    summed = torch.zeros(counts.shape[0], window_values.shape[1], dtype=window_values.dtype)
+    summed.index_add_(0, clip_of_window, window_values)
+    return summed / counts[:, None]
+
+
 def prediction_loader(manifest: pl.DataFrame, config: Config) -> DataLoader:
     """The evaluation loader of ``manifest``'s clips for prediction: sliding windows of
     ``config.audio`` per clip, ``config.predict`` batch size and workers, in order."""

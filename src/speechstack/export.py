@@ -202,7 +202,7 @@ def export_experiment(
     }
     out_dir = run_dir / EXPORT_FOLDER
     float_path = out_dir / FLOAT_MODEL
-    _write_onnx(ensemble, audio.clip_samples, metadata, float_path)
+    write_onnx(ensemble, audio.clip_samples, metadata, float_path)
     parity = float(np.abs(OnnxModel(float_path)(clips[:check_clips]) - wanted.numpy()).max())
     if parity > PARITY_TOLERANCE:
         float_path.unlink()
@@ -213,7 +213,7 @@ def export_experiment(
     paths = [float_path]
     if quantize:
         int8_path = out_dir / INT8_MODEL
-        _quantize(float_path, int8_path, quantize, clips[:calibration_clips])
+        quantize_onnx(float_path, int8_path, quantize, clips[:calibration_clips])
         paths.append(int8_path)
     return ExportResult(
         paths, len(folders), parity, {path.name: path.stat().st_size for path in paths}
@@ -249,7 +249,7 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _write_onnx(ensemble: nn.Module, samples: int, metadata: dict[str, str], path: Path) -> None:
+def write_onnx(ensemble: nn.Module, samples: int, metadata: dict[str, str], path: Path) -> None:
     """Export ``ensemble`` (dynamic batch) with ``metadata``, atomically."""
     import onnx
 
@@ -278,7 +278,7 @@ def _write_onnx(ensemble: nn.Module, samples: int, metadata: dict[str, str], pat
         onnx.save(model, str(temp))
 
 
-def _quantize(source: Path, target: Path, mode: Quantize, clips: np.ndarray) -> None:
+def quantize_onnx(source: Path, target: Path, mode: Quantize, clips: np.ndarray) -> None:
     """int8 weights (``dynamic``), or weights and activations calibrated on ``clips``
     (``static``: QDQ, per channel) of the convolutions and linear layers; the front-end's
     matrix products stay float (its dB scale needs the precision)."""

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 from tqdm import tqdm
 
 from speechstack.config import Config, Runtime
-from speechstack.data import prediction_loader
+from speechstack.data import clip_means, prediction_loader
 from speechstack.speakers import with_speaker_levels
 from speechstack.tasks import TASKS
 
@@ -115,15 +116,9 @@ def predict_onnx(
         total=manifest.height, unit="clip", desc="predict (onnx)", disable=not progress
     ) as bar:
         for windows, _, counts in loader:
-            probabilities = model(windows.numpy())
-            per_clip = counts.numpy()
-            if probabilities.shape[0] != per_clip.shape[0]:  # some clips have several windows
-                clip_of_window = np.repeat(np.arange(per_clip.shape[0]), per_clip)
-                summed = np.zeros((per_clip.shape[0], probabilities.shape[1]), np.float64)
-                np.add.at(summed, clip_of_window, probabilities)
-                probabilities = (summed / per_clip[:, None]).astype(np.float32)
-            outputs.append(probabilities)
-            bar.update(per_clip.shape[0])
+            probabilities = clip_means(torch.from_numpy(model(windows.numpy())), counts)
+            outputs.append(probabilities.numpy())
+            bar.update(counts.shape[0])
     if not outputs:
         return np.zeros((0, len(model.labels)), dtype=np.float32)
     return np.concatenate(outputs)

@@ -74,6 +74,7 @@ from speechstack.data import (
     SyntheticUnknown,
     WaveformStore,
     checked_decodable,
+    clip_means,
     make_loader,
 )
 from speechstack.distributed import Distributed
@@ -427,12 +428,7 @@ def predict_probabilities(
                 with precision.autocast():
                     logits = model(apply_view(windows, view, sample_rate))
                 probabilities = probabilities + torch.softmax(logits.float(), dim=1).cpu()
-            probabilities = probabilities / len(chosen)
-            if windows.shape[0] != counts.shape[0]:  # some clips have several windows
-                clip_of_window = torch.repeat_interleave(torch.arange(counts.shape[0]), counts)
-                summed = torch.zeros(counts.shape[0], probabilities.shape[1])
-                summed.index_add_(0, clip_of_window, probabilities)
-                probabilities = summed / counts[:, None]
+            probabilities = clip_means(probabilities / len(chosen), counts)
             outputs.append(probabilities.numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 

@@ -195,6 +195,7 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     checkpoint = FoldCheckpoint(run_dir / CHECKPOINT, config.identity(), config.train.checkpoint)
+    dev_references = [normalise(sentence, text) for sentence in dev.manifest["sentence"]]
     first = 1
     state = checkpoint.load()
     if state is not None:  # a run interrupted or killed after a finished epoch
@@ -209,8 +210,7 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     for epoch in range(first, config.train.epochs + 1):
         loss = _epoch(model, train, augment, optimizer, scheduler, config, rng)
         rates = error_rates(
-            [normalise(s, text) for s in dev.manifest["sentence"]],
-            transcribe(model, dev, vocabulary, config.predict.batch_size),
+            dev_references, transcribe(model, dev, vocabulary, config.predict.batch_size)
         )
         history.append(
             {"epoch": epoch, "train_loss": loss, "dev_wer": rates.wer, "dev_cer": rates.cer}

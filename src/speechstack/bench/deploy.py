@@ -19,7 +19,7 @@ from speechstack.bench.report import Check, Stage, interleaved, number, rate, su
 from speechstack.bench.stages import KAGGLE_TEST_CLIPS, Setup, torch_threads
 from speechstack.config import Config, TtaView, load_config
 from speechstack.data import prediction_loader
-from speechstack.export import FoldEnsemble, _quantize, _write_onnx
+from speechstack.export import FoldEnsemble, quantize_onnx, write_onnx
 from speechstack.exported import OnnxModel
 from speechstack.inference import window_probabilities
 from speechstack.models import ModelContext, create_model
@@ -58,11 +58,11 @@ def _export(
     metadata = {"labels": "[]", "sample_rate": str(config.audio.sample_rate),
                 "window_samples": str(config.audio.clip_samples), "views": "[]",
                 "model": config.model.name}  # fmt: skip
-    _write_onnx(ensemble, config.audio.clip_samples, metadata, path)
+    write_onnx(ensemble, config.audio.clip_samples, metadata, path)
     if calibration is None:
         return path, None
     int8 = path.with_name(f"{path.stem}.int8.onnx")
-    _quantize(path, int8, "static", calibration)
+    quantize_onnx(path, int8, "static", calibration)
     return path, int8
 
 
