@@ -203,3 +203,30 @@ def test_front_end_in_eval_mode_is_deterministic(speech: np.ndarray) -> None:
         first, second = front_end(waveform), front_end(waveform)
     assert first.shape == (2, 64, 101)
     assert torch.equal(first, second) and torch.isfinite(first).all()
+
+
+def test_frequency_warp_moves_a_tone_by_the_drawn_factor() -> None:
+    from speechstack.features import warp_frequencies
+
+    bins = 257
+    power = torch.zeros(64, 3, bins)
+    power[..., 100] = 1.0  # a tone at bin 100
+    torch.manual_seed(0)
+    warped = warp_frequencies(power, p=1.0, warp=0.2)
+    peaks = warped[:, 0].argmax(dim=1).float()
+    assert peaks.min() >= 100 * 0.8 - 1 and peaks.max() <= 100 * 1.2 + 1
+    assert peaks.std() > 5  # factors drawn per clip, not one for the batch
+    assert torch.equal(warped[:, 0], warped[:, 2])  # one factor for all frames of a clip
+    assert torch.equal(warp_frequencies(power, p=0.0, warp=0.2), power)
+
+
+def test_frequency_warp_runs_in_training_only(speech: np.ndarray) -> None:
+    warp = SpecAugmentConfig(p=0.0, warp_p=1.0, warp=0.15)
+    front_end = LogMelFrontEnd(FeatureConfig(), RATE, warp)
+    plain = LogMelFrontEnd(FeatureConfig(), RATE, SpecAugmentConfig(p=0.0)).eval()
+    waveform = torch.from_numpy(speech)[None].repeat(4, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(front_end.eval()(waveform), plain(waveform))
+        trained = front_end.train().log_mel(waveform)
+    assert not torch.allclose(trained, plain.log_mel(waveform), atol=1e-3)
+    assert not torch.allclose(trained[0], trained[1], atol=1e-3)

@@ -195,6 +195,12 @@ class SpecAugmentConfig(Probability):
     time_width: int = Field(10, ge=0)  # frames
     freq_masks: int = Field(2, ge=0)
     freq_width: int = Field(8, ge=0)  # mel bins
+    # Vocal-tract length perturbation: the power spectrum of a clip is stretched along the
+    # frequency axis by a factor drawn from [1 - warp, 1 + warp] (chance ``warp_p``, drawn
+    # independently of the masks): formants move as with another speaker's vocal tract
+    # while the tempo stays, unlike ``augment.speed``
+    warp_p: float = Field(0.0, ge=0, le=1)
+    warp: float = Field(0.1, ge=0, lt=1)
 
 
 class MixupConfig(Probability):

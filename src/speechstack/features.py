@@ -35,8 +35,11 @@ class LogMel(nn.Module):
     MELS_PER_BAND = 16
     CPU_CHUNK_FRAMES = 1600  # frames per chunk on the CPU (15 one-second clips)
 
-    def __init__(self, config: FeatureConfig, sample_rate: int) -> None:
+    def __init__(
+        self, config: FeatureConfig, sample_rate: int, warp: SpecAugmentConfig | None = None
+    ) -> None:
         super().__init__()
+        self.warp = warp if warp is not None and warp.warp_p > 0 and warp.warp > 0 else None
         self.n_fft = config.n_fft
         self.hop_length = config.hop_length
         self.win_length = config.win_length
@@ -75,6 +78,8 @@ class LogMel(nn.Module):
         spectrum = torch.view_as_real(torch.fft.rfft(frames * self.window))  # (..., bins, 2)
         real, imaginary = spectrum[..., 0], spectrum[..., 1]
         power = torch.addcmul(real.square(), imaginary, imaginary)  # (batch, frames, bins)
+        if self.warp is not None and self.training:
+            power = warp_frequencies(power, self.warp.warp_p, self.warp.warp)
         mel = torch.cat(
             [
                 power[..., bin_start:bin_stop]
@@ -129,6 +134,26 @@ class DftLogMel(nn.Module):
         real, imaginary = spectrum[..., : self.bins], spectrum[..., self.bins :]
         mel = (real * real + imaginary * imaginary) @ self.filterbank  # (batch, frames, n_mels)
         return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+
+
+def warp_frequencies(power: torch.Tensor, p: float, warp: float) -> torch.Tensor:
+    """Vocal-tract length perturbation of a power spectrum ``(batch, frames, bins)``: with
+    chance ``p`` per clip, bin ``k`` takes the (linearly interpolated) power at ``k / a``
+    for a factor ``a`` drawn uniformly from ``[1 - warp, 1 + warp]``, so every frequency
+    moves by ``a`` (a > 1: a shorter vocal tract, higher formants); what falls beyond the
+    top bin is cut, what the stretch leaves empty at the top is the top bin's power."""
+    batch, _, bins = power.shape
+    device = power.device
+    factor = 1 + warp * (2 * torch.rand(batch, device=device) - 1)
+    factor = torch.where(torch.rand(batch, device=device) < p, factor, torch.ones_like(factor))
+    source = (torch.arange(bins, device=device)[None, :] / factor[:, None]).clamp(max=bins - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    weight = (source - low)[:, None, :]  # (batch, 1, bins)
+    index = (batch, power.shape[1], bins)
+    below = power.gather(2, low[:, None, :].expand(index))
+    above = power.gather(2, high[:, None, :].expand(index))
+    return torch.lerp(below, above, weight.to(power.dtype))
 
 
 def _filterbank_bands(
@@ -210,7 +235,7 @@ class LogMelFrontEnd(nn.Module):
         self, config: FeatureConfig, sample_rate: int, spec_augment: SpecAugmentConfig
     ) -> None:
         super().__init__()
-        self.log_mel = LogMel(config, sample_rate)
+        self.log_mel = LogMel(config, sample_rate, spec_augment)
         self.norm = FrequencyNorm(config.n_mels, config.norm)
         self.spec_augment = SpecAugment(spec_augment)
 
