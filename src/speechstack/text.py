@@ -66,6 +66,12 @@ def normalise(text: str, config: TextConfig | None = None) -> str:
     return unicodedata.normalize(config.unicode_form, text)
 
 
+def ctc_collapse(path: Iterable[int], blank: int = 0) -> list[int]:
+    """The tokens of a CTC best path (per-step ids): repeats collapsed, then blanks dropped,
+    so a doubled letter survives only with a blank between its steps ("l", blank, "l")."""
+    return [token for token, _ in itertools.groupby(path) if token != blank]
+
+
 VOCABULARY_FORMAT = "speechstack.vocabulary"
 VOCABULARY_VERSION = 1
 
@@ -166,8 +172,12 @@ class Vocabulary:
                 f"one utterance at a time: ids (frames,) or scores (frames, tokens), "
                 f"not an array of shape {frames.shape}"
             )
-        path = [token for token, _ in itertools.groupby(frames.astype(np.int64).tolist())]
-        text = self.decode([token for token in path if token != self.BLANK_ID])
+        return self.text(ctc_collapse(frames.astype(np.int64).tolist()))
+
+    def text(self, ids: Sequence[int] | np.ndarray) -> str:
+        """``decode`` with the spaces tidied as ``normalise`` tidies them, so a hypothesis
+        is in the references' form."""
+        text = self.decode(ids)
         return " ".join(text.split()) if self.config.collapse_spaces else text
 
     def save(self, path: Path) -> None:

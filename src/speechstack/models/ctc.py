@@ -1,22 +1,60 @@
-"""A from-scratch speech recogniser small enough to learn on a CPU: the shared log-mel
-front-end, a strided convolution that halves the frame rate, a bidirectional GRU, and a
-linear layer to the vocabulary's tokens, trained with the CTC loss (``transcribe.py``).
+"""Speech recognisers trained with the CTC loss (``transcribe.py``), and the from-scratch
+one small enough to learn on a CPU: the shared log-mel front-end, a strided convolution that
+halves the frame rate, a bidirectional GRU, and a linear layer to the vocabulary's tokens.
 
-The model maps a padded waveform batch ``(batch, samples)`` to per-step logits
-``(batch, steps, tokens)``; ``output_lengths`` turns each clip's length in samples into its
-number of valid steps, which CTC needs to ignore the padding."""
+A recogniser maps a padded waveform batch ``(batch, samples)`` and each clip's length in
+samples to what ``transcribe.py`` needs: ``loss`` against token-id targets, and ``decode``,
+the token ids it hears in each clip. ``CTCModel`` implements both over per-step logits
+``(batch, steps, tokens)`` (token 0 the blank) for any family that gives ``forward`` and
+``output_lengths`` (each clip's number of valid steps, which CTC needs to ignore padding):
+``ctc`` here, ``wav2vec2_ctc`` (``models/wav2vec2.py``). ``whisper_seq2seq`` implements
+them with a decoder instead (``models/whisper.py``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from speechstack.config import Strict
 from speechstack.features import LogMelFrontEnd, frame_count
 from speechstack.models import ModelContext, register_model
+from speechstack.text import ctc_collapse
 
 KERNEL = 5  # of the strided convolution (frames)
+BLANK_ID = 0  # the CTC blank (text.Vocabulary.BLANK_ID)
+
+
+class CTCModel(nn.Module):
+    """What a CTC recogniser adds to ``forward(waveform, lengths) -> logits``: the loss and
+    greedy (best-path) decoding. Subclasses define ``forward`` and ``output_lengths``."""
+
+    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(
+        self, waveform: torch.Tensor, lengths: torch.Tensor, targets: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """Mean CTC loss of the batch against token-id ``targets`` (one list per clip)."""
+        log_probs = F.log_softmax(self(waveform, lengths).float(), dim=-1).transpose(0, 1)
+        return F.ctc_loss(
+            log_probs,
+            torch.tensor([token for target in targets for token in target], dtype=torch.long),
+            self.output_lengths(lengths),
+            torch.tensor([len(target) for target in targets], dtype=torch.long),
+            blank=BLANK_ID,
+            zero_infinity=True,  # a clip too short for its transcript adds no gradient
+        )
+
+    def decode(self, waveform: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """The token ids of each clip's best path, repeats collapsed and blanks dropped."""
+        best = self(waveform, lengths).argmax(dim=-1)
+        steps = self.output_lengths(lengths)
+        return [ctc_collapse(best[row, : int(steps[row])].tolist()) for row in range(len(best))]
 
 
 class CTCParams(Strict):
@@ -27,7 +65,7 @@ class CTCParams(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-class CTCRecognizer(nn.Module):
+class CTCRecognizer(CTCModel):
     """Waveform ``(batch, samples)`` -> log-mel -> strided convolutions -> BiGRU -> logits
     ``(batch, steps, tokens)``, token 0 being the CTC blank."""
 
@@ -56,7 +94,9 @@ class CTCRecognizer(nn.Module):
         self.dropout = nn.Dropout(params.dropout)
         self.head = nn.Linear(2 * params.hidden_size, context.num_classes)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths`` is unused: padding is not masked (``transcribe.py`` batches clips of
+        similar length), and the steps past ``output_lengths`` are ignored."""
         steps = self.convolution(self.front_end(waveform)).transpose(1, 2)
         outputs, _ = self.recurrence(steps)
         return self.head(self.dropout(outputs))

@@ -132,17 +132,21 @@ def load_transformer(
     model_class: type[Model],
     config_class: type[PretrainedConfig],
     params: TransformerParams,
-    names: Sequence[str],
+    names: Sequence[str] | None,
     *,
     has_head: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> Model:
     """Build ``model_class`` from ``params.pretrained`` or from ``params.config``.
 
-    ``names`` (the class names) set ``num_labels``/``id2label``/``label2id`` on the config;
-    with ``has_head`` the checkpoint's classifier is replaced when its size differs
-    (``ignore_mismatched_sizes``), so a checkpoint fine-tuned on other labels loads.
+    ``names`` (the class names) set ``num_labels``/``id2label``/``label2id`` on the config
+    (``None``: a model without class labels, such as a recogniser); ``settings`` are config
+    keys the family itself decides (a CTC head's vocabulary size), over the user's; with
+    ``has_head`` the checkpoint's output layer is replaced when its size differs
+    (``ignore_mismatched_sizes``), so a checkpoint fine-tuned on other labels or another
+    vocabulary loads.
     """
-    labels = label_arguments(names)
+    labels = {**(label_arguments(names) if names is not None else {}), **(settings or {})}
     if params.pretrained is None:
         assert params.config is not None  # TransformerParams guarantees one source
         config = config_class(**{**params.config, **params.config_overrides, **labels})

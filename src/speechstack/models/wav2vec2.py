@@ -1,4 +1,6 @@
-"""wav2vec 2.0 on the raw waveform: HF ``Wav2Vec2Model`` + pooled classification head.
+"""wav2vec 2.0 on the raw waveform: HF ``Wav2Vec2Model`` + pooled classification head
+(``wav2vec2``), and HF ``Wav2Vec2ForCTC``, a speech recogniser over the run's characters
+(``wav2vec2_ctc``, trained by ``transcribe.py``).
 
 For real use, ``pretrained: facebook/wav2vec2-base`` (95M parameters, self-supervised on
 LibriSpeech; a local folder when there is no hub access). A from-scratch ``config`` makes a
@@ -14,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from speechstack.models import ModelContext, register_model
+from speechstack.models.ctc import BLANK_ID, CTCModel
 from speechstack.models.pooling import PooledClassifier, PoolingName
 from speechstack.models.pretrained import (
     FrameHead,
@@ -132,3 +135,58 @@ TINY_CONFIG = {  # ~25k parameters, 200 frames per second
 )
 def build_wav2vec2(params: Wav2Vec2Params, context: ModelContext) -> nn.Module:
     return Wav2Vec2Classifier(params, context)
+
+
+class Wav2Vec2CTCParams(TransformerParams):
+    hf_config: ClassVar[str] = "Wav2Vec2Config"
+
+    freeze_feature_encoder: bool = True  # the convolutional waveform encoder is not trained
+    #   (what every wav2vec2 CTC fine-tuning does)
+    normalize: bool = True  # zero mean, unit variance per clip (as wav2vec2 checkpoints expect)
+
+
+class Wav2Vec2CTC(CTCModel):
+    """Waveform ``(batch, samples)`` at 16 kHz -> per-clip normalised -> HF
+    ``Wav2Vec2ForCTC`` -> per-frame logits ``(batch, frames, tokens)`` over the run's
+    vocabulary (its size and blank set here: a checkpoint's own CTC head is replaced when
+    its vocabulary differs). wav2vec2's SpecAugment-style masking of latent frames runs in
+    training when the config's ``mask_time_prob`` (``config_overrides``) is above zero."""
+
+    def __init__(self, params: Wav2Vec2CTCParams, context: ModelContext) -> None:
+        from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+        super().__init__()
+        require_checkpoint_rate(params, context)
+        self.backbone = load_transformer(
+            Wav2Vec2ForCTC,
+            Wav2Vec2Config,
+            params,
+            None,
+            has_head=True,
+            settings={"vocab_size": context.num_classes, "pad_token_id": BLANK_ID},
+        )
+        self.normalize = params.normalize
+        self.pass_attention_mask = self.backbone.config.feat_extract_norm == "layer"
+        if params.freeze_feature_encoder:
+            freeze_feature_encoder(self.backbone)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        sample_mask = valid_mask(lengths, waveform.shape[1])
+        inputs = normalize_per_clip(waveform, lengths) if self.normalize else waveform.float()
+        attention_mask = (
+            sample_mask.long() if sample_mask is not None and self.pass_attention_mask else None
+        )
+        return self.backbone(inputs, attention_mask=attention_mask).logits
+
+    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.backbone._get_feat_extract_output_lengths(samples).long()
+
+
+@register_model(
+    "wav2vec2_ctc",
+    Wav2Vec2CTCParams,
+    tiny={"config": TINY_CONFIG, "freeze_feature_encoder": False},
+    trainer="transcriber",
+)
+def build_wav2vec2_ctc(params: Wav2Vec2CTCParams, context: ModelContext) -> nn.Module:
+    return Wav2Vec2CTC(params, context)
