@@ -1,7 +1,8 @@
 # speechstack — every target sets itself up: `make demo` and `make test` work on a fresh clone.
 # Variables (override on the command line, e.g. `make train-fold MODEL=cnn FOLD=2`):
 TASK        ?= speech_commands
-MODEL       ?= $(if $(filter asr,$(TASK)),ctc,cnn)
+ASR_TASKS   := asr bengali_ai transcripts
+MODEL       ?= $(if $(filter $(ASR_TASKS),$(TASK)),ctc,cnn)
 FOLD        ?= 0
 DATA        ?= data/$(TASK)
 CONFIG      ?= configs/$(TASK)/$(MODEL).yaml
@@ -132,12 +133,13 @@ else
 DEMO_LAST := predict AUDIO=$(DATA)/demo_holdout ANSWERS=$(DATA)/demo_holdout/answers.csv
 endif
 
-demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict); TASK=asr: demo data, then the CTC recogniser and its test WER/CER
+demo: $(STAMP) ## set up, demo data, folds, train all folds, stack, then a submission (or predict); TASK=asr: demo data, then the CTC recogniser and its test WER/CER; TASK=bengali_ai: the same, then the id,sentence submission
 	@start=$$(date +%s); last=$$start; \
 	step() { now=$$(date +%s); echo "demo step $$1: $$((now - last)) s"; last=$$now; }; \
 	$(MAKE) --no-print-directory data-demo && step data && \
-	if [ "$(TASK)" = asr ]; then \
+	if [ -n "$(filter $(ASR_TASKS),$(TASK))" ]; then \
 	  $(MAKE) --no-print-directory train && step train && \
+	  if [ "$(TASK)" = bengali_ai ]; then $(MAKE) --no-print-directory submission && step submission; fi && \
 	  echo "demo finished in $$(( $$(date +%s) - start )) s"; exit $$?; fi && \
 	{ [ -f folds/$(TASK).csv ] || $(MAKE) --no-print-directory folds; } && step folds && \
 	$(MAKE) --no-print-directory train && step train && \

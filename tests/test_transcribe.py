@@ -188,3 +188,108 @@ def test_an_interrupted_transcription_run_resumes_after_its_last_epoch(
     assert resumed["dev_cer"].to_list() == whole["dev_cer"].to_list()
     assert resumed["train_loss"].to_list() == pytest.approx(whole["train_loss"].to_list(), rel=1e-5)
     assert not Path("runs/asr/cut/checkpoint.pt").exists()
+
+
+def test_ctc_models_decode_best_paths_and_their_loss_ignores_padding_steps() -> None:
+    config = load_config(None, [])
+    context = ModelContext(num_classes=7, audio=config.audio, features=config.features)
+    model = create_model("ctc", context, **MODELS.get("ctc").tiny).eval()
+    waveform, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000])
+    best = model(waveform, lengths).argmax(dim=-1)
+    decoded = model.decode(waveform, lengths)
+    steps = model.output_lengths(lengths).tolist()
+    for row, ids in enumerate(decoded):
+        path = best[row, : steps[row]].tolist()
+        expected = [t for i, t in enumerate(path) if t != 0 and (i == 0 or path[i - 1] != t)]
+        assert ids == expected
+    model.train()
+    loss = model.loss(waveform, lengths, [[3, 4, 5], [6]])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def wav2vec2_ctc(num_classes: int, **params: object):
+    config = load_config(None, [])
+    context = ModelContext(num_classes=num_classes, audio=config.audio, features=config.features)
+    return create_model("wav2vec2_ctc", context, **{**MODELS.get("wav2vec2_ctc").tiny, **params})
+
+
+def test_wav2vec2_ctc_trains_with_the_ctc_loss_and_decodes_its_best_path() -> None:
+    from speechstack.text import ctc_collapse
+
+    torch.manual_seed(0)
+    model = wav2vec2_ctc(9)
+    assert MODELS.get("wav2vec2_ctc").trainer == "transcriber"
+    waveform = torch.randn(2, 12000) * 0.2
+    lengths = torch.tensor([12000, 9000])
+    targets = [[3, 4, 5, 4], [6, 7]]
+    steps = model.output_lengths(lengths)
+    assert model(waveform, lengths).shape[:2] == (2, int(steps.max()))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        model.train()
+        loss = model.loss(waveform, lengths, targets)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < losses[0] / 4
+    model.eval()
+    best = model(waveform, lengths).argmax(dim=-1)
+    expected = [ctc_collapse(best[row, : int(steps[row])].tolist()) for row in range(2)]
+    assert model.decode(waveform, lengths) == expected
+
+
+def test_wav2vec2_ctc_loads_a_checkpoint_folder_with_another_vocabulary(tmp_path: Path) -> None:
+    from speechstack.models.pretrained import PretrainedLoadError
+    from speechstack.models.wav2vec2 import Wav2Vec2CTCParams
+
+    wav2vec2_ctc(12).backbone.save_pretrained(tmp_path / "checkpoint")
+    folder = str(tmp_path / "checkpoint")
+    loaded = wav2vec2_ctc(9, pretrained=folder, config=None, freeze_feature_encoder=True)
+    assert loaded.backbone.lm_head.out_features == 9 and loaded.backbone.config.pad_token_id == 0
+    trainable = [p.requires_grad for p in loaded.backbone.wav2vec2.feature_extractor.parameters()]
+    assert trainable and not any(trainable)  # the feature encoder is frozen (the default)
+    assert Wav2Vec2CTCParams(pretrained=folder).freeze_feature_encoder
+    with pytest.raises(PretrainedLoadError, match="hf download"):
+        wav2vec2_ctc(9, pretrained=str(tmp_path / "missing"), config=None)
+
+
+def test_a_corpus_without_a_test_split_trains_and_reports_dev(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    """A transcript manifest without a split column: speakers held out as dev, no test;
+    the report is the dev split's."""
+    monkeypatch.chdir(tmp_path)
+    rows = pl.concat(
+        [
+            pl.read_csv(corpus / f"{s}.tsv", separator="\t", quote_char=None, infer_schema_length=0)
+            for s in ("train", "dev")
+        ]
+    )
+    rows.select(
+        path=pl.lit("clips/") + pl.col("path"),
+        sentence="sentence",
+        speaker="client_id",
+        gender="gender",
+    ).write_csv(corpus / "mine.csv")
+    config = repo_root / "configs" / "transcripts" / "ctc.yaml"
+    settings = [
+        "task.params.file=mine.csv",
+        "task.params.dev_fraction=0.25",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "experiment=mine",
+        "model.params={channels: 16, hidden_size: 16, layers: 1, dropout: 0.0}",
+    ]
+    args = ["train", "--config", str(config), "--data", str(corpus)]
+    try:
+        assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
+    finally:
+        (corpus / "mine.csv").unlink()
+    assert "test: no sentences to score" in capsys.readouterr().out
+    metrics = json.loads(Path("runs/transcripts/mine/metrics.json").read_text())
+    assert metrics["report"] == "dev" and metrics["test_wer"] is None
+    assert not Path("runs/transcripts/mine/test.csv").exists()
+    assert "mine: dev transcripts" in Path("runs/transcripts/mine/report.md").read_text()

@@ -34,8 +34,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from speechstack.config import RUNTIMES, Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # the verbs import what they use when they run (fast --help)
+    from speechstack.tasks import Task
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -127,10 +131,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         from speechstack.transcribe import train_transcriber
 
         result = train_transcriber(config)
+        test = (
+            f"test (unseen speakers) WER {result['test_wer']:.4f} CER {result['test_cer']:.4f}"
+            if result["test_wer"] is not None
+            else "test: no sentences to score (`make submission` writes its transcripts)"
+        )
         print(
             f"{config.experiment}: best epoch {result['best_epoch']}, "
-            f"dev WER {result['dev_wer']:.4f} CER {result['dev_cer']:.4f}; "
-            f"test (unseen speakers) WER {result['test_wer']:.4f} CER {result['test_cer']:.4f}; "
+            f"dev WER {result['dev_wer']:.4f} CER {result['dev_cer']:.4f}; {test}; "
             f"report: {config.run_dir / 'report.md'}"
         )
         return
@@ -203,6 +211,11 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
     config = _config(args)
     task = create_task(config.task)
+    from speechstack.transcribe import is_transcriber_run
+
+    if is_transcriber_run(config.task_runs_dir / (args.source or config.experiment)):
+        _transcript_submission(args, config, task, args.source or config.experiment)
+        return
     source = args.source or config.stack.name
     chosen = source_predictions(
         config.task_runs_dir, source, config.folds_file, task.labels,
@@ -240,6 +253,31 @@ def cmd_submission(args: argparse.Namespace) -> None:
     conditions = task.conditions()
     if conditions is not None:
         _print_conditions(accuracy_by_condition(submission, conditions))
+
+
+def _transcript_submission(args: argparse.Namespace, config: Config, task: Task, run: str) -> None:
+    """A speech-recognition run's test transcripts as the task's submission (``id,sentence``)."""
+    from speechstack.submission import write_transcript_submission
+    from speechstack.transcribe import test_transcripts
+
+    sample = task.sample_submission()
+    if sample is None:
+        raise ValueError(f"no submission for this task: {task.no_sample_submission_reason()}")
+    if args.runtime != "torch":
+        raise ValueError("--runtime onnx exports classifiers only; transcripts use torch")
+    transcripts, dev_wer = test_transcripts(config.task_runs_dir / run)
+    path = write_transcript_submission(
+        transcripts, Path(args.out), config.task.dataset_name, dev_wer, sample
+    )
+    print(f"wrote {path} ({transcripts.height} transcripts by {run!r}, dev WER {dev_wer:.4f})")
+    solution = task.solution()
+    if solution is not None:
+        from speechstack.transcribe import score_transcripts
+
+        said = transcripts.rename({"fname": "id"})
+        rates = score_transcripts(said, solution, config.task_runs_dir / run, key="id")
+        print(f"demo test (unseen speakers, from {solution.name}): "
+              f"WER {rates.wer:.4f}, CER {rates.cer:.4f}")  # fmt: skip
 
 
 def _print_conditions(table: dict[str, list[tuple[str, float, int]]]) -> None:

@@ -1,5 +1,5 @@
-"""Submission CSVs (``fname,label``), validated against the sample submission, and the
-Kaggle CLI upload."""
+"""Submission CSVs (``fname,label``; transcripts as ``id,sentence``), validated against the
+sample submission, and the Kaggle CLI upload."""
 
 from __future__ import annotations
 
@@ -93,12 +93,17 @@ def validate_submission(
     if sample is None:
         return
     expected = pl.read_csv(sample, schema_overrides={"fname": pl.String})
-    missing = set(expected["fname"]) - set(submission["fname"])
-    extra = set(submission["fname"]) - set(expected["fname"])
+    _same_ids(expected["fname"], submission["fname"], f"{source} does not match {sample}", "clips")
+
+
+def _same_ids(expected: pl.Series, given: pl.Series, problem: str, what: str) -> None:
+    """A ``SubmissionError`` starting with ``problem`` unless ``given`` holds exactly the
+    ``expected`` ids (``what`` they are, for the message)."""
+    missing, extra = set(expected) - set(given), set(given) - set(expected)
     if missing or extra:
         raise SubmissionError(
-            f"{source} does not match {sample}: {len(missing)} clips missing "
-            f"(e.g. {sorted(missing)[:3]}), {len(extra)} unexpected (e.g. {sorted(extra)[:3]})"
+            f"{problem}: {len(missing)} {what} missing (e.g. {sorted(missing)[:3]}), "
+            f"{len(extra)} unexpected (e.g. {sorted(extra)[:3]})"
         )
 
 
@@ -122,27 +127,54 @@ def write_submission(
     """Validate and write the submission, atomically and never over an existing file:
     ``out`` ending in ``.csv`` is that file (refused when it exists); anything else is a
     folder, where the file is named ``<task>-<time>-cv<score>.csv``."""
-    out = Path(out)
-    if out.suffix.lower() == ".csv" and out.exists():
-        raise FileExistsError(
-            f"{out} already exists; a submission never overwrites: choose another --out "
-            "or remove it"
-        )
+    path = _new_path(Path(out), task_name, f"cv{cv_score:.4f}")
     validate_submission(submission, labels, sample, "submission")
     if sample is not None:  # keep the sample's row order
         order = pl.read_csv(sample, columns=["fname"], schema_overrides={"fname": pl.String})
         submission = order.join(submission, on="fname", how="left")
-    if out.suffix.lower() == ".csv":
-        path = out
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = out / f"{task_name}-{stamp}-cv{cv_score:.4f}.csv"
-        suffix = 1
-        while path.exists():
-            path = out / f"{task_name}-{stamp}-{suffix}-cv{cv_score:.4f}.csv"
-            suffix += 1
     with atomic_path(path, ".csv") as temp:
         submission.write_csv(temp)
+    return path
+
+
+def write_transcript_submission(
+    transcripts: pl.DataFrame, out: Path, task_name: str, dev_wer: float, sample: Path
+) -> Path:
+    """``transcripts`` (``fname``, ``sentence``) as a speech-recognition submission in the
+    sample's form and row order (``id,sentence``: Bengali.AI), written as ``write_submission``
+    writes (``<task>-<time>-devwer<wer>.csv`` in a folder); every id of the sample must be
+    transcribed, and no other."""
+    path = _new_path(Path(out), task_name, f"devwer{dev_wer:.4f}")
+    expected = pl.read_csv(sample, infer_schema_length=0)
+    if expected.columns[:1] != ["id"] or "sentence" not in expected.columns:
+        raise SubmissionError(f"{sample}: expected columns id, sentence, found {expected.columns}")
+    _same_ids(expected["id"], transcripts["fname"], f"transcripts do not match {sample}", "ids")
+    submission = expected.select("id").join(
+        transcripts.select(id="fname", sentence=pl.col("sentence").fill_null("")),
+        on="id",
+        how="left",  # keeps the sample's row order
+    )
+    with atomic_path(path, ".csv") as temp:
+        submission.write_csv(temp)
+    return path
+
+
+def _new_path(out: Path, task_name: str, score: str) -> Path:
+    """``out`` when it names a ``.csv`` file that does not exist yet (refused when it
+    does), else a new ``<task>-<time>-<score>.csv`` in the folder ``out``."""
+    if out.suffix.lower() == ".csv":
+        if out.exists():
+            raise FileExistsError(
+                f"{out} already exists; a submission never overwrites: choose another --out "
+                "or remove it"
+            )
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"{task_name}-{stamp}-{score}.csv"
+    suffix = 1
+    while path.exists():
+        path = out / f"{task_name}-{stamp}-{suffix}-{score}.csv"
+        suffix += 1
     return path
 
 

@@ -1,13 +1,16 @@
-"""A speech-recognition run (``make train`` with a ``transcriber`` family such as ``ctc``, on
-a transcript task such as ``common_voice``): the corpus's own splits, a character
-vocabulary built from the training transcripts, CTC training with the best epoch chosen by
-the dev CER, and the held-out test transcribed and scored.
+"""A speech-recognition run (``make train`` with a ``transcriber`` family: ``ctc``,
+``wav2vec2_ctc``, ``whisper_seq2seq``, on a transcript task: ``common_voice``,
+``transcript_manifest``, ``bengali_ai``): the corpus's splits, a character vocabulary built
+from the training transcripts, training with the family's own loss (CTC, or a decoder's
+cross-entropy) and the best epoch chosen by the dev CER, and the held-out test transcribed
+and, where it has sentences, scored.
 
 Writes ``runs/<dataset>/<experiment>/``: ``model.pt`` (the best epoch's weights),
 ``vocab.json`` (``text.Vocabulary``, with its normalisation settings), ``config.yaml``,
 ``history.csv`` (loss, dev WER and CER per epoch), ``dev.csv``/``test.csv`` (reference,
-hypothesis and the group columns of every utterance), ``report.md``/``report.json`` (test
-WER/CER overall, per gender, locale and speaker, the worst utterances) and
+hypothesis and the group columns of every utterance; a test split without sentences is
+only transcribed), ``report.md``/``report.json`` (test WER/CER, or dev's when the test has
+no sentences, overall, per gender, locale and speaker, the worst utterances) and
 ``metrics.json``; every file atomically. After every epoch the loop's whole state (weights,
 optimiser, schedule, history, best epoch, random generators) is saved to
 ``checkpoint.pt`` (``checkpoint.FoldCheckpoint``), so an interrupted or killed run resumes
@@ -18,6 +21,7 @@ so little is padding.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +30,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -94,17 +97,16 @@ def _pad(waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def transcribe(
     model: nn.Module, utterances: Utterances, vocabulary: Vocabulary, batch_size: int
 ) -> list[str]:
-    """Greedy CTC transcripts of every utterance, in the manifest's order."""
+    """The model's transcript of every utterance (its ``decode``: greedy for CTC), in the
+    manifest's order."""
     model.eval()
     texts: list[str] = [""] * len(utterances.waveforms)
     with torch.inference_mode():
         for indices in utterances.batches(batch_size, None):
             interrupt.check()
             batch, lengths = _pad([utterances.waveforms[i] for i in indices])
-            logits = model(batch)
-            steps = model.output_lengths(lengths)
-            for row, index in enumerate(indices):
-                texts[index] = vocabulary.ctc_greedy(logits[row, : int(steps[row])].numpy())
+            for index, ids in zip(indices, model.decode(batch, lengths), strict=True):
+                texts[index] = vocabulary.text(ids)
     return texts
 
 
@@ -117,7 +119,8 @@ def _epoch(
     config: Config,
     rng: np.random.Generator,
 ) -> float:
-    """One pass of CTC training; the mean loss per utterance."""
+    """One pass of training with the model's loss (CTC, or a decoder's cross-entropy);
+    the mean loss per utterance."""
     model.train()
     total, count = 0.0, 0
     sample_rate = config.audio.sample_rate
@@ -127,16 +130,7 @@ def _epoch(
         if augment is not None:
             heard = [augment(waveform, sample_rate).astype(np.float32) for waveform in heard]
         batch, lengths = _pad(heard)
-        targets = [torch.tensor(utterances.tokens[i]) for i in indices]
-        log_probs = F.log_softmax(model(batch).float(), dim=-1).transpose(0, 1)
-        loss = F.ctc_loss(
-            log_probs,
-            torch.cat(targets),
-            model.output_lengths(lengths),
-            torch.tensor([len(t) for t in targets]),
-            blank=Vocabulary.BLANK_ID,
-            zero_infinity=True,  # a clip too short for its transcript adds no gradient
-        )
+        loss = model.loss(batch, lengths, [utterances.tokens[i] for i in indices])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.grad_clip:
@@ -149,10 +143,16 @@ def _epoch(
 
 
 def _scored(manifest: pl.DataFrame, hypotheses: list[str], text: TextConfig) -> pl.DataFrame:
+    """``fname``, the group columns, the normalised ``reference`` (where the manifest has
+    sentences) and the ``hypothesis`` of every utterance."""
     groups = [c for c in ("gender", "locale", "accent", "group") if c in manifest.columns]
+    references = (
+        [pl.Series(REFERENCE, [normalise(s, text) for s in manifest["sentence"]])]
+        if "sentence" in manifest.columns
+        else []
+    )
     return manifest.select("fname", *groups).with_columns(
-        pl.Series(REFERENCE, [normalise(s, text) for s in manifest["sentence"]]),
-        pl.Series(HYPOTHESIS, hypotheses),
+        *references, pl.Series(HYPOTHESIS, hypotheses)
     )
 
 
@@ -178,13 +178,16 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     sample_rate = config.audio.sample_rate
     train = Utterances(train_rows, vocabulary, sample_rate, progress)
     dev = Utterances(task.dev_manifest(), vocabulary, sample_rate, progress)
-    test = Utterances(task.test_manifest(), vocabulary, sample_rate, progress)
-    context = ModelContext(len(vocabulary), (), config.audio, config.features,
+    test_rows = task.test_manifest()
+    test = None if test_rows is None else Utterances(test_rows, vocabulary, sample_rate, progress)
+    context = ModelContext(len(vocabulary), vocabulary.tokens, config.audio, config.features,
                            config.augment.spec_augment)  # fmt: skip
     model = create_model(config.model.name, context, **config.model.params)
     augment = build_waveform_augment(config.augment, task.noise_files())
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        [p for p in model.parameters() if p.requires_grad],  # frozen parts stay out
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
     )
     steps = config.train.epochs * -(-len(train.waveforms) // config.train.batch_size)
     scheduler = warmup_cosine(optimizer, steps, config.train.warmup_fraction)
@@ -233,22 +236,28 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
     vocabulary.save(run_dir / VOCABULARY)
     save_config(config, run_dir / "config.yaml")
     atomic_write_frame(run_dir / "history.csv", pl.DataFrame(history))
-    results, frame = {}, None
+    results: dict[str, ErrorRates] = {}
+    scored: dict[str, pl.DataFrame] = {}
     for name, utterances in (("dev", dev), ("test", test)):
+        if utterances is None:  # a corpus without a test split
+            continue
         hypotheses = transcribe(model, utterances, vocabulary, config.predict.batch_size)
         frame = _scored(utterances.manifest, hypotheses, text)
         atomic_write_frame(run_dir / f"{name}.csv", frame)
-        results[name] = error_rates(frame[REFERENCE], frame[HYPOTHESIS])
-    assert frame is not None  # the test split's
-    groups = [c for c in REPORT_GROUPS if c in frame.columns]
-    write_report(frame, run_dir, groups, f"{config.experiment}: test transcripts")
+        if REFERENCE in frame.columns:  # a test split without sentences is only transcribed
+            results[name] = error_rates(frame[REFERENCE], frame[HYPOTHESIS])
+            scored[name] = frame
+    reported = "test" if "test" in scored else "dev"  # the held-out split that has answers
+    groups = [c for c in REPORT_GROUPS if c in scored[reported].columns]
+    write_report(scored[reported], run_dir, groups, f"{config.experiment}: {reported} transcripts")
     metrics = {
         "experiment": config.experiment,
         "best_epoch": best["epoch"],
         "dev_wer": results["dev"].wer,
         "dev_cer": results["dev"].cer,
-        "test_wer": results["test"].wer,
-        "test_cer": results["test"].cer,
+        "test_wer": results["test"].wer if "test" in results else None,
+        "test_cer": results["test"].cer if "test" in results else None,
+        "report": reported,
         "tokens": len(vocabulary),
         "train_utterances": len(train.waveforms),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -283,8 +292,8 @@ def transcribe_manifest(
         ) from error
     if list(saved["tokens"]) != list(vocabulary.tokens):
         raise ValueError(f"{weights} and {Path(run_dir) / VOCABULARY} do not belong together")
-    context = ModelContext(len(vocabulary), (), saved_config.audio, saved_config.features,
-                           saved_config.augment.spec_augment)  # fmt: skip
+    context = ModelContext(len(vocabulary), vocabulary.tokens, saved_config.audio,
+                           saved_config.features, saved_config.augment.spec_augment)  # fmt: skip
     model = create_model(saved_config.model.name, context, **saved_config.model.params)
     model.load_state_dict(saved["state_dict"])
     utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
@@ -293,14 +302,33 @@ def transcribe_manifest(
     return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
 
 
-def score_transcripts(predictions: pl.DataFrame, answers: Path, run_dir: Path) -> ErrorRates:
-    """WER/CER of ``transcribe_manifest``'s ``predictions`` against an answer CSV with
-    ``path,sentence`` columns (normalised as the run's vocabulary normalises)."""
+def test_transcripts(run_dir: Path) -> tuple[pl.DataFrame, float]:
+    """The finished run's transcripts of its task's test split (``fname``, ``sentence``)
+    and its dev WER: what a transcript submission is made of."""
+    run_dir = Path(run_dir)
+    test = run_dir / "test.csv"
+    if not test.is_file():
+        raise FileNotFoundError(
+            f"{test} not found: the run is not trained (`make train`), or its task has no "
+            "test split to transcribe"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    frame = pl.read_csv(test, infer_schema_length=0)  # ids stay text ("0012" is not 12)
+    frame = frame.select("fname", sentence=pl.col(HYPOTHESIS).fill_null(""))
+    return frame, float(metrics["dev_wer"])
+
+
+def score_transcripts(
+    predictions: pl.DataFrame, answers: Path, run_dir: Path, key: str = "path"
+) -> ErrorRates:
+    """WER/CER of ``predictions`` (``key``, ``sentence``: ``transcribe_manifest``'s, or a
+    submission's ``id,sentence``) against an answer CSV with the same two columns
+    (normalised as the run's vocabulary normalises)."""
     truth = pl.read_csv(answers, infer_schema_length=0)
-    missing = [column for column in ("path", "sentence") if column not in truth.columns]
+    missing = [column for column in (key, "sentence") if column not in truth.columns]
     if missing:
-        raise ValueError(f"{answers}: needs columns path and sentence (missing {missing})")
-    joined = predictions.join(truth.select("path", reference="sentence"), on="path")
+        raise ValueError(f"{answers}: needs columns {key} and sentence (missing {missing})")
+    joined = predictions.join(truth.select(key, reference="sentence"), on=key)
     if joined.height < predictions.height:
         raise ValueError(f"{answers}: no sentence for some transcribed files")
     text = Vocabulary.load(Path(run_dir) / VOCABULARY).config

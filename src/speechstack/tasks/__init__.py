@@ -156,6 +156,38 @@ def manifest_frame(rows: dict[str, list[Any]], columns: list[str]) -> pl.DataFra
     return frame.select(ordered).sort("fname")
 
 
+class TranscriptTask(Task):
+    """A speech-recognition corpus: each row is a clip and its ``sentence``; no labels, so
+    only the transcriber families train on it (``transcribe.py``). Train trains, dev
+    chooses the best epoch, test (``None``: the corpus has none) is transcribed and, where
+    it has sentences, scored; a test without sentences is what a submission transcribes."""
+
+    @property
+    def labels(self) -> list[str]:
+        return []
+
+    def report_columns(self) -> list[str]:
+        return ["gender", "group"]
+
+    @abstractmethod
+    def dev_manifest(self) -> pl.DataFrame: ...
+
+    def sample_submission(self) -> Path | None:
+        return None
+
+    def no_sample_submission_reason(self) -> str:
+        return f"{type(self).__name__} is scored by WER/CER on its test split, not by a submission"
+
+
+def transcript_frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
+    """A transcript manifest from ``rows`` (``fname``, ``path``, ``group``, ``sentence`` when
+    known, and any group columns): the standard columns with empty labels."""
+    count = len(rows["fname"])
+    rows = {**rows, "label": [""] * count, "target": [""] * count}
+    columns = [*MANIFEST_COLUMNS, "sentence"] if "sentence" in rows else MANIFEST_COLUMNS
+    return manifest_frame(rows, columns)
+
+
 class EmotionParams(Strict):
     """``task.params`` of the acted-emotion corpora (RAVDESS, CREMA-D)."""
 

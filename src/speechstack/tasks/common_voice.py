@@ -4,11 +4,11 @@
     <data_dir>/train.tsv, dev.tsv, test.tsv   client_id, path, sentence, gender, ... (tab-
                                               separated, unquoted, UTF-8)
 
-A transcript task: each row is a clip and its ``sentence``. The corpus's own splits are
-used (train trains, dev chooses the best epoch, test is the held-out score); no speaker
-(``client_id``, the group) is in two splits. ``gender`` (and ``accent``/``accents``,
-``age``, ``locale`` where present) are kept for the per-group error rates. A transcript
-task has no labels: ``labels`` is empty, and only the transcriber families train on it.
+A transcript task (``TranscriptTask``): each row is a clip and its ``sentence``. The
+corpus's own splits are used (train trains, dev chooses the best epoch, test is the held-out
+score); no speaker (``client_id``, the group) is in two splits. ``gender`` (and
+``accent``/``accents``, ``age``, ``locale`` where present) are kept for the per-group error
+rates.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from speechstack.config import Strict
-from speechstack.tasks import MANIFEST_COLUMNS, TASKS, DatasetError, Task, manifest_frame
+from speechstack.tasks import TASKS, DatasetError, TranscriptTask, transcript_frame
 
 SPLITS = ("train", "dev", "test")
 REQUIRED = ("client_id", "path", "sentence")
@@ -30,7 +30,7 @@ class CommonVoiceParams(Strict):
 
 
 @TASKS.register("common_voice")
-class CommonVoice(Task):
+class CommonVoice(TranscriptTask):
     params_schema = CommonVoiceParams
     params: CommonVoiceParams
 
@@ -42,13 +42,6 @@ class CommonVoice(Task):
                 f"{self.clips_dir}: missing folder; expected the Common Voice layout "
                 "clips/ + train.tsv, dev.tsv, test.tsv"
             )
-
-    @property
-    def labels(self) -> list[str]:
-        return []
-
-    def report_columns(self) -> list[str]:
-        return ["gender", "group"]
 
     def split(self, name: str) -> pl.DataFrame:
         """The rows of ``<name>.tsv`` as a manifest with ``sentence`` and the group columns;
@@ -90,8 +83,7 @@ class CommonVoice(Task):
                 f"{path}: no rows"
                 + (f" of locale {self.params.locale!r}" if self.params.locale else "")
             )
-        rows["label"] = rows["target"] = [""] * len(rows["fname"])
-        return manifest_frame(rows, [*MANIFEST_COLUMNS, "sentence"])
+        return transcript_frame(rows)
 
     def train_manifest(self) -> pl.DataFrame:
         return self.split("train")
@@ -101,9 +93,6 @@ class CommonVoice(Task):
 
     def test_manifest(self) -> pl.DataFrame:
         return self.split("test")
-
-    def sample_submission(self) -> Path | None:
-        return None
 
     def no_sample_submission_reason(self) -> str:
         return "Common Voice is scored by WER/CER on test.tsv, not by a submission file"

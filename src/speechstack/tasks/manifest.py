@@ -27,6 +27,35 @@ EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 RESERVED = set(MANIFEST_COLUMNS)
 
 
+def read_sheet(path: Path, sheet: str | None = None) -> pl.DataFrame:
+    """A manifest sheet (``.csv``, ``.tsv``, ``.xlsx``) as text columns; a missing or
+    unreadable file is a DatasetError naming it."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: manifest not found (task.params.file)")
+    try:
+        if path.suffix.lower() in EXCEL_SUFFIXES:
+            return pl.read_excel(path, sheet_name=sheet, engine="openpyxl", infer_schema_length=0)
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pl.read_csv(path, separator=separator, infer_schema_length=0)
+    except Exception as error:  # polars/openpyxl raise many kinds for a bad sheet
+        raise DatasetError(f"{path}: cannot read the manifest ({error})") from error
+
+
+def resolve_audio(sheet_path: Path, relative: str, row: int) -> Path:
+    """The audio file of a sheet row (``row``: 1-based, for the message); refused when it
+    leaves the sheet's folder or does not exist."""
+    folder = sheet_path.parent.resolve()
+    resolved = (folder / relative).resolve()
+    if not resolved.is_relative_to(folder):
+        raise DatasetError(
+            f"{sheet_path}: row {row}: path {relative!r} leaves the manifest's folder "
+            f"{folder}; paths must stay inside it"
+        )
+    if not resolved.is_file():
+        raise DatasetError(f"{sheet_path}: row {row}: audio file {resolved} not found")
+    return resolved
+
+
 class ManifestParams(Strict):
     file: str = "manifest.csv"  # the sheet, relative to data_dir (.csv, .tsv, .xlsx)
     sheet: str | None = None  # Excel: worksheet name (null = the first)
@@ -80,18 +109,7 @@ class Manifest(Task):
         """The sheet with ``_row`` (1-based data row, as a spreadsheet shows it minus the
         header), ``_path`` and ``_label`` columns, checked."""
         path, params = self.sheet_path, self.params
-        if not path.is_file():
-            raise DatasetError(f"{path}: manifest not found (task.params.file)")
-        try:
-            if path.suffix.lower() in EXCEL_SUFFIXES:
-                table = pl.read_excel(
-                    path, sheet_name=params.sheet, engine="openpyxl", infer_schema_length=0
-                )
-            else:
-                separator = "\t" if path.suffix.lower() == ".tsv" else ","
-                table = pl.read_csv(path, separator=separator, infer_schema_length=0)
-        except Exception as error:  # polars/openpyxl raise many kinds for a bad sheet
-            raise DatasetError(f"{path}: cannot read the manifest ({error})") from error
+        table = read_sheet(path, params.sheet)
         wanted = [
             params.path_column,
             params.label_column,
@@ -120,19 +138,6 @@ class Manifest(Task):
             pl.col(params.label_column).str.strip_chars().alias("_label"),
         )
 
-    def _resolve(self, relative: str, row: int) -> Path:
-        """The audio file of a sheet row; refused when it leaves the sheet's folder."""
-        folder = self.sheet_path.parent.resolve()
-        resolved = (folder / relative).resolve()
-        if not resolved.is_relative_to(folder):
-            raise DatasetError(
-                f"{self.sheet_path}: row {row}: path {relative!r} leaves the manifest's folder "
-                f"{folder}; paths must stay inside it"
-            )
-        if not resolved.is_file():
-            raise DatasetError(f"{self.sheet_path}: row {row}: audio file {resolved} not found")
-        return resolved
-
     def train_manifest(self) -> pl.DataFrame:
         params, table = self.params, self.table
         duplicated = table.filter(pl.col("_path").is_duplicated())
@@ -150,7 +155,7 @@ class Manifest(Task):
         }
         for row, relative, label in table.select("_row", "_path", "_label").iter_rows():
             rows["fname"].append(relative)
-            rows["path"].append(str(self._resolve(relative, row)))
+            rows["path"].append(str(resolve_audio(self.sheet_path, relative, row)))
             rows["label"].append(label)
             rows["target"].append(label)
         if params.speaker_column:
