@@ -29,6 +29,7 @@ DEMOS: dict[str, Demo] = {
     "crema_d": Demo("emotion", "generate_crema_d", "actors"),
     "sentiment": Demo("sentiment", "generate_sentiment", "speakers"),
     "asr": Demo("asr", "generate_asr", "speakers"),
+    "bengali_ai": Demo("bengali", "generate_bengali_ai", "speakers"),
 }
 
 
@@ -58,6 +59,7 @@ _LAZY = {
     "english_voices": "espeak",
     "variants_by_gender": "espeak",
     "generate_asr": "asr",
+    "generate_bengali_ai": "bengali",
     "generate_crema_d": "emotion",
     "generate_ravdess": "emotion",
     "generate_sentiment": "sentiment",
