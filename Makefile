@@ -33,6 +33,7 @@ FOLDS       ?=
 TEACHER     ?=
 PLOT        ?=
 PRESET      ?= cpu
+SIZE        ?=
 PYTHON      ?= python3
 
 space  := $(subst ,, )
@@ -80,6 +81,9 @@ train-fold: $(STAMP) ## train fold FOLD of MODEL: runs/<task>/<experiment>/fold<
 
 train: $(STAMP) ## train every fold of MODEL (finished folds skipped; on a CPU several at once)
 	$(TRAIN) train $(COMMON)
+
+pretrain: $(STAMP) ## wav2vec2 pre-trained from scratch on AUDIO (default data/asr/clips), SIZE=tiny|small|medium|base: runs/pretrain/wav2vec2-<size>/ (loads as model.params.pretrained)
+	$(CLI) pretrain --config configs/pretrain/wav2vec2.yaml --audio $(or $(AUDIO),data/asr/clips) $(if $(SIZE),--size $(SIZE)) $(foreach s,$(SET),--set $(s))
 
 stack: $(STAMP) ## stack EXPERIMENTS (default stack.experiments): LightGBM, their mean and each one scored on the shifted OOF rows; the best is kept
 	$(CLI) stack $(COMMON) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))

@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"stack"},
     {"pseudo"},
-    {"train", "transcribe"},
+    {"train", "transcribe", "pretrain"},
     {"fold_pool", "inference", "export", "tune", "solution"},
     {"bench"},
     {"cli"},

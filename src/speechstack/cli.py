@@ -14,6 +14,7 @@
     speechstack export      --config ... [--quantize static]     fold models -> one ONNX graph
     speechstack spot        --config ... FILE_OR_DIR [--plot]    keywords in long recordings
     speechstack pseudo      --config ... [--set pseudo.threshold=0.95]  confident test clips
+    speechstack pretrain    --config configs/pretrain/wav2vec2.yaml [--audio DIR] [--size S]
     speechstack solution    --config configs/speech_commands/solution-cpu.yaml [--data DIR]
     speechstack tune        --config ... [--trials N] [--workers W] [--storage URL]
     speechstack tune        --config ... --export                best trial -> <exp>-best.yaml
@@ -78,7 +79,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
         test_clips=args.test_clips,
         noise_seconds=args.noise_seconds,
     )
-    files = sum(1 for path in out.rglob("*.wav") if "demo_holdout" not in path.parts)
+    files = sum(
+        1
+        for path in out.rglob("*")
+        if path.suffix in (".wav", ".mp3") and "demo_holdout" not in path.parts
+    )
     print(f"wrote {out} ({files} audio files) in {time.perf_counter() - started:.1f} s")
 
 
@@ -147,6 +152,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_fold_table(metrics)
     mean = sum(m["val_accuracy"] for m in metrics) / len(metrics)
     print(f"{config.experiment}: mean fold accuracy {mean:.4f}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from speechstack.pretrain import pretrain
+
+    if args.audio:
+        args.set = [*(args.set or []), f"pretrain.audio_dir={args.audio}"]
+    if args.size:
+        args.set = [*(args.set or []), f"pretrain.size={args.size}"]
+    result = pretrain(_config(args))
+    if not result.get("skipped"):
+        print(f"pre-trained {result['out']} ({result['parameters'] / 1e6:.1f}M parameters, "
+              f"{result['files']} files, {result['seconds']:.0f} s): contrastive accuracy "
+              f"{result['accuracy']:.3f}, perplexity {result['perplexity']:.1f}; fine-tune "
+              f"with model.params.pretrained={result['out']} model.params.config=null")  # fmt: skip
 
 
 def cmd_stack(args: argparse.Namespace) -> None:
@@ -701,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = verb("train", cmd_train, "train every fold (finished folds are skipped)")
     _add_config_arguments(train)
     train.add_argument("--folds", help="comma-separated subset, e.g. 0,1")
+
+    pre = verb("pretrain", cmd_pretrain, "wav2vec2 pre-trained from scratch on unlabelled audio")
+    _add_config_arguments(pre)
+    pre.add_argument("--audio", help="folder of audio files (default: the task's data folder)")
+    pre.add_argument("--size", choices=["tiny", "small", "medium", "base"], help="architecture")
 
     stack = verb("stack", cmd_stack, "LightGBM stack over experiments' OOF predictions")
     _add_config_arguments(stack)

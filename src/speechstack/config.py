@@ -444,6 +444,39 @@ class SearchDimension(Strict):
         return self
 
 
+class PretrainConfig(Strict):
+    """``speechstack pretrain``: wav2vec 2.0 pre-trained from scratch, self-supervised, on a
+    folder of unlabelled audio (``speechstack.pretrain``): masked latent frames are told from
+    distractors by a contrastive loss over Gumbel-quantised targets, plus the codebook
+    diversity loss. The folder it writes loads as ``model.params.pretrained`` of the
+    ``wav2vec2`` and ``wav2vec2_ctc`` families."""
+
+    size: Literal["tiny", "small", "medium", "base"] = "tiny"  # pretrain.SIZES (parameters:
+    #   README); tiny is for a CPU demo
+    architecture: dict[str, Any] = Field(default_factory=dict)  # Wav2Vec2Config keys over
+    #   the size's own
+    audio_dir: Path | None = None  # the folder of audio files (searched recursively;
+    #   None: the task's data_dir)
+    out: Path | None = None  # the model folder (None: <runs_dir>/pretrain/wav2vec2-<size>)
+    crop_seconds: float = Field(4.0, gt=0)  # a random crop of each file per epoch
+    min_seconds: float = Field(0.5, gt=0)  # shorter files are left out
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-4, gt=0)  # peak (linear warm-up, cosine decay)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    mask_time_prob: float = Field(0.65, gt=0, lt=1)  # share of frames starting a masked span
+    mask_time_length: int = Field(10, ge=1)  # frames per masked span (20 ms each)
+    num_negatives: int = Field(100, ge=1)  # distractors per masked frame (same clip)
+    diversity_weight: float = Field(0.1, ge=0)  # of the codebook diversity loss
+    # Gumbel-softmax temperature of the quantiser: from the first, times the decay every
+    # step, down to the second (the paper's 2 -> 0.5)
+    gumbel_temperature: tuple[float, float] = (2.0, 0.5)
+    gumbel_decay: float = Field(0.999995, gt=0, le=1)
+    seed: int = 0
+
+
 class TuneConfig(Strict):
     """Optuna study settings (``speechstack tune``). The study is ``<task>-<experiment>``;
     each trial overrides the config with values drawn from ``space`` and trains ``folds``."""
@@ -483,7 +516,7 @@ RESULT_NEUTRAL = {
     ("train", "checkpoint"),
     ("predict", "batch_size"), ("predict", "num_workers"),
     ("runs_dir",), ("cache_dir",), ("task", "data_dir"),
-    ("stack",), ("pseudo",), ("solution",), ("tune",), ("spot",),
+    ("stack",), ("pseudo",), ("solution",), ("tune",), ("spot",), ("pretrain",),
 }  # fmt: skip
 
 
@@ -504,6 +537,7 @@ class Config(Strict):
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     solution: SolutionConfig = Field(default_factory=SolutionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @model_validator(mode="after")
     def _resolve_f_max(self) -> Config:
