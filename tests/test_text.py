@@ -159,3 +159,7 @@ def test_a_damaged_or_foreign_file_is_refused_naming_it(
     assert str(path) in str(caught.value)
     with pytest.raises(FileNotFoundError, match=r"missing\.json"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_the_bengali_danda_is_punctuation() -> None:
+    assert normalise("আমি ভাত খাই। তুমি?॥") == "আমি ভাত খাই তুমি"

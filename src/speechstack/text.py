@@ -33,8 +33,9 @@ from pydantic import Field, ValidationError
 from speechstack.artifacts import ArtifactError, atomic_write_json
 from speechstack.config import Strict
 
-# punctuation deleted by default: no apostrophe or hyphen (they are inside words), no digits
-DEFAULT_DROP = ',.!?;:"“”„«»()[]{}…–—'
+# punctuation deleted by default (the Bengali danda and double danda too): no apostrophe or
+# hyphen (they are inside words), no digits
+DEFAULT_DROP = ',.!?;:"“”„«»()[]{}…–—।॥'
 # typographic apostrophes written as the ASCII one, so "l’homme" and "l'homme" are one text
 DEFAULT_REPLACE = {"’": "'", "ʼ": "'"}
 
