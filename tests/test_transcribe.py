@@ -293,3 +293,43 @@ def test_a_corpus_without_a_test_split_trains_and_reports_dev(
     assert metrics["report"] == "dev" and metrics["test_wer"] is None
     assert not Path("runs/transcripts/mine/test.csv").exists()
     assert "mine: dev transcripts" in Path("runs/transcripts/mine/report.md").read_text()
+
+
+def test_a_recogniser_study_minimises_the_dev_wer(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import optuna
+    import yaml
+
+    from speechstack import tune
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(repo_root / "configs", "configs")
+    settings = ["train.epochs=2", "train.batch_size=8", "model.params.channels=16",
+                "model.params.hidden_size=16", "model.params.layers=1"]  # fmt: skip
+    common = ["--config", "configs/asr/ctc.yaml", "--data", str(corpus),
+              *(a for s in settings for a in ("--set", s))]  # fmt: skip
+    assert main(["tune", *common, "--trials", "2"]) == 0
+    assert "best: trial" in capsys.readouterr().out
+    config = load_config("configs/asr/ctc.yaml", [*settings, f"task.data_dir={corpus}"])
+    assert tune.study_goal(config) == tune.Goal("dev WER", "minimize")
+    study = optuna.load_study(study_name="asr-ctc", storage=tune.storage_url(config))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert set(study.trials[0].params) == {
+        "train.lr", "train.weight_decay", "augment.spec_augment.p", "augment.speed.p",
+        "model.params.dropout",
+    }  # fmt: skip
+    for trial in study.trials:
+        run = Path("studies/asr-ctc/runs/asr") / f"trial{trial.number}"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert trial.value == pytest.approx(metrics["dev_wer"])
+        history = pl.read_csv(run / "history.csv")
+        assert trial.intermediate_values[1] == pytest.approx(history["dev_wer"].min())
+    assert not Path("runs").exists()
+    assert main(["tune", *common, "--export"]) == 0
+    exported = Path("configs/asr/ctc-best.yaml")
+    assert f"dev WER {study.best_value:.4f}" in exported.read_text()
+    assert yaml.safe_load(exported.read_text())["train"]["lr"] == pytest.approx(
+        min(study.trials, key=lambda t: t.value).params["train.lr"]
+    )

@@ -504,9 +504,11 @@ def test_an_experiment_adds_to_and_removes_from_its_base_s_space(workdir: Path) 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # every experiment a user can name: the files, and each task composed with each shared
-# family (configs/models/ and configs/recipes/ hold fragments, valid only over a task)
+# family (configs/models/, configs/recipes/ and configs/transcribers/ hold fragments, valid
+# only over a task)
+FRAGMENTS = {"models", "recipes", "transcribers"}
 EXPERIMENTS = sorted(
-    {p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in {"models", "recipes"}}
+    {p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in FRAGMENTS}
     | {
         task.parent / family.name
         for task in CONFIGS.glob("*/base.yaml")

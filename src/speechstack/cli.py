@@ -593,7 +593,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         path, best = tune.export_best(config, args.config, args.storage, out)
         print(
             f"wrote {path}: trial {best.number} of study {tune.study_name(config)!r}, "
-            f"mean val accuracy {best.value:.4f}"
+            f"{tune.study_goal(config).metric} {best.value:.4f}"
         )
         print(f"train it with: make train MODEL={path.stem}   (speechstack train --config {path})")
         return
@@ -615,7 +615,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     best = report.best
     if best is not None:
         params = " ".join(f"{k}={tune.short_value(v)}" for k, v in best.params.items())
-        print(f"best: trial {best.number}, mean val accuracy {best.value:.4f}: {params}")
+        metric = tune.study_goal(config).metric
+        print(f"best: trial {best.number}, {metric} {best.value:.4f}: {params}")
     for name, result in report.plots.items():
         print(f"{name}: {result}")
     print(f"trial runs: {report.folder / 'runs'}")

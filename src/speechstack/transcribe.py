@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +156,23 @@ def _scored(manifest: pl.DataFrame, hypotheses: list[str], text: TextConfig) -> 
     )
 
 
-def train_transcriber(config: Config, progress: bool = True) -> dict[str, Any]:
+def train_transcriber(
+    config: Config,
+    progress: bool = True,
+    epoch_callback: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
     """Train ``config``'s transcriber on the task's train split, choose the epoch by the
     dev CER, transcribe dev and test and write the run folder (module notes); returns the
-    metrics. One process at a time per run folder: a second is refused, naming the first."""
+    metrics. ``epoch_callback(epoch, dev_wer)`` runs after every epoch (0-based; Optuna
+    pruning). One process at a time per run folder: a second is refused, naming the
+    first."""
     with RunLock(config.run_dir, "train", f"experiment {config.experiment!r}"):
-        return _train_transcriber(config, progress)
+        return _train_transcriber(config, progress, epoch_callback)
 
 
-def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
+def _train_transcriber(
+    config: Config, progress: bool, epoch_callback: Callable[[int, float], None] | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -224,6 +232,8 @@ def _train_transcriber(config: Config, progress: bool) -> dict[str, Any]:
         if best is None or rates.cer < best["dev_cer"]:
             best = history[-1]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if epoch_callback is not None:
+            epoch_callback(epoch - 1, rates.wer)
         checkpoint.save({
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "history": history, "best": best,

@@ -11,6 +11,9 @@ is a config override that runs the same ``train_fold`` the training uses.
   ``studies/<study>/runs/<task>/trial<N>/fold<k>/`` (never ``runs/``); the objective is the
   mean best-epoch validation accuracy, maximised. After every epoch it reports the fold's
   best accuracy so far and the pruner may stop it. Trials do not predict the test set.
+  For a speech recogniser (a ``transcriber`` family) a trial trains the corpus's train
+  split into ``studies/<study>/runs/<dataset>/trial<N>/`` and the objective is the best
+  epoch's dev WER, minimised (``study_goal``); it reports the best WER so far per epoch.
 * ``tune.trials`` is the study's exact total, shared by every worker (processes and
   machines): a worker adds a trial only while finished + running + queued trials are fewer,
   counted under a lock all workers share (:class:`BudgetedStudy`). Failed trials keep their
@@ -56,6 +59,28 @@ from speechstack.config import (
 log = logging.getLogger(__name__)
 
 Objective = Callable[[Trial], float]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a study optimises: a classifier's mean best-epoch validation accuracy
+    (maximised), or a recogniser's best-epoch dev WER (minimised)."""
+
+    metric: str
+    direction: str  # "maximize" | "minimize"
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+def study_goal(config: Config) -> Goal:
+    from speechstack.models import model_trainer
+
+    if model_trainer(config.model.name) == "transcriber":
+        return Goal("dev WER", "minimize")
+    return Goal("mean val accuracy", "maximize")
+
 
 # Keys a search space may not tune: where runs go and what the study is called.
 UNTUNABLE = ("experiment", "runs_dir", "tune")
@@ -164,15 +189,19 @@ def open_study(
     re-draw the parameters already tried. With ``budget``, a :class:`BudgetedStudy` that
     adds trials only while the study holds fewer than ``budget``."""
     storage = open_storage(url, config.tune)
+    goal = study_goal(config)
     study = optuna.create_study(
         study_name=study_name(config),
         storage=storage,
         pruner=build_pruner(config),
-        direction="maximize",
+        direction=goal.direction,
         load_if_exists=True,
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise ValueError(f"study {study.study_name!r} in {display_url(url)} is not maximising")
+    if study.direction.name.lower() != goal.direction:
+        raise ValueError(
+            f"study {study.study_name!r} in {display_url(url)} does not {goal.direction} "
+            f"(it was made for another goal than the {goal.metric})"
+        )
     if budget is not None:
         study = BudgetedStudy(study.study_name, storage, budget, study.pruner)
     offset = 1000 * worker + len(study.get_trials(deepcopy=False))
@@ -271,17 +300,48 @@ class TrainObjective:
             raise
 
 
-def _pruning_reporter(trial: Trial, fold: int, first_step: int) -> Callable[[int, float], None]:
-    """``epoch_callback`` for ``train_fold``: report the fold's best accuracy so far (what
-    the fold would return if stopped now) at step ``first_step + epoch``; prune if told."""
-    best = -math.inf
+class TranscriberObjective(TrainObjective):
+    """The study's objective for a speech recogniser: override the config with the
+    trial's values and train it (``transcribe.train_transcriber``: the corpus's train
+    split, the epoch chosen on dev); returns that epoch's dev WER, to be minimised."""
 
-    def report(epoch: int, val_accuracy: float) -> None:
+    def __call__(self, trial: Trial) -> float:
+        from speechstack.transcribe import train_transcriber
+
+        values = suggest_values(trial, self.config.tune.dimensions)
+        run = {"runs_dir": str(self.runs_dir), "experiment": f"trial{trial.number}"}
+        try:
+            config = override_config(self.config, values | run, f"trial {trial.number}")
+            trial.set_user_attr("run_dir", str(config.run_dir))
+            report = _pruning_reporter(trial, None, 0, maximize=False)
+            metrics = train_transcriber(config, progress=self.progress, epoch_callback=report)
+            trial.set_user_attr("dev_cer", float(metrics["dev_cer"]))
+            return float(metrics["dev_wer"])
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+
+
+def _pruning_reporter(
+    trial: Trial, fold: int | None, first_step: int, maximize: bool = True
+) -> Callable[[int, float], None]:
+    """``epoch_callback`` for ``train_fold`` (or ``train_transcriber``): report the best
+    value so far (what the run would return if stopped now) at step ``first_step + epoch``;
+    prune if told."""
+    best = -math.inf if maximize else math.inf
+    where = f"fold {fold} " if fold is not None else ""
+
+    def report(epoch: int, value: float) -> None:
         nonlocal best
-        best = max(best, val_accuracy)
+        best = max(best, value) if maximize else min(best, value)
         trial.report(best, first_step + epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"fold {fold} epoch {epoch + 1}: best accuracy {best:.4f}")
+            raise optuna.TrialPruned(f"{where}epoch {epoch + 1}: best so far {best:.4f}")
 
     return report
 
@@ -478,7 +538,8 @@ def run_study(
     with ``workers`` processes, then save its plots. ``source`` names the config in errors."""
     started = time.perf_counter()
     check_space(config, source)
-    if objective is None:
+    goal = study_goal(config)
+    if objective is None and goal.maximize:
         _check_folds(config)
     total = trials if trials is not None else config.tune.trials
     if total < 1 or workers < 1:
@@ -488,9 +549,9 @@ def run_study(
     study = open_study(config, url)
     study.set_user_attr("config", source)
     if objective is None:
-        _name_objective(study)
-    if objective is None:
-        objective = TrainObjective(config, folder / "runs", progress=progress and workers == 1)
+        _name_objective(study, goal)
+        kind = TrainObjective if goal.maximize else TranscriberObjective
+        objective = kind(config, folder / "runs", progress=progress and workers == 1)
     exit_codes: list[int] = []
     if workers == 1:
         run_worker(config, url, total, objective)
@@ -511,10 +572,10 @@ def run_study(
     return report
 
 
-def _name_objective(study: optuna.Study) -> None:
+def _name_objective(study: optuna.Study, goal: Goal) -> None:
     """Label the value axis (optuna-dashboard, plots)."""
     with _quiet_experimental():
-        study.set_metric_names(["mean val accuracy"])
+        study.set_metric_names([goal.metric])
 
 
 def load_existing_study(config: Config, storage: str | None = None) -> optuna.Study:
@@ -593,10 +654,11 @@ def export_best(
     out = Path(out) if out is not None else best_config_path(config, config_path)
     base = os.path.relpath(config_path.resolve(), out.resolve().parent)
     data = {"base": base, "experiment": f"{config.experiment}-best", **nest_keys(best.params)}
-    folds = best.user_attrs.get("folds", config.tune.folds)
+    goal = study_goal(config)
+    scored_on = f" on folds {best.user_attrs.get('folds', config.tune.folds)}"
     header = (
-        f"# Best trial of the Optuna study {study.study_name!r}: trial {best.number}, mean "
-        f"validation accuracy {best.value:.4f} on folds {folds}\n"
+        f"# Best trial of the Optuna study {study.study_name!r}: trial {best.number}, "
+        f"{goal.metric} {best.value:.4f}{scored_on if goal.maximize else ''}\n"
         f"# ({len(complete)} finished trials). Written by `speechstack tune --export`; train "
         f"it with `make train MODEL={out.stem}`.\n"
     )
