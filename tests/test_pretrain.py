@@ -72,7 +72,9 @@ def test_a_pretraining_run_writes_a_folder_both_wav2vec2_families_load(
 
     from transformers import Wav2Vec2ForPreTraining
 
-    trained = Wav2Vec2ForPreTraining.from_pretrained(out).wav2vec2.state_dict()
+    loaded = Wav2Vec2ForPreTraining.from_pretrained(out)
+    assert (loaded.config.mask_time_prob, loaded.config.mask_time_length) == (0.05, 10)
+    trained = loaded.wav2vec2.state_dict()
     config = load_config(None, [])
     for family, extra in (("wav2vec2", {"num_classes": 3}), ("wav2vec2_ctc", {"num_classes": 9})):
         context = ModelContext(audio=config.audio, features=config.features, **extra)

@@ -75,6 +75,7 @@ SIZES: dict[str, dict[str, Any]] = {  # Wav2Vec2Config keys of each size
     },
     "base": {**CONVOLUTION, **FROM_SCRATCH},  # HF's defaults are wav2vec2-base's sizes
 }  # fmt: skip
+FINE_TUNE_MASKING = (0.05, 10)  # mask_time_prob, mask_time_length saved for fine-tuning
 HISTORY = "history.csv"
 PLOT = "pretrain.png"
 
@@ -311,6 +312,9 @@ def _write_folder(model: Any, out: Path, history: list[dict[str, Any]]) -> None:
     the history and its plot."""
     from transformers import Wav2Vec2FeatureExtractor
 
+    # the saved config is what a fine-tune starts from: its masking, as in wav2vec2-base's
+    # config.json, not pre-training's (which hides most of every clip)
+    model.config.mask_time_prob, model.config.mask_time_length = FINE_TUNE_MASKING
     with atomic_directory(out) as temp:
         model.save_pretrained(temp)
         Wav2Vec2FeatureExtractor(
