@@ -476,6 +476,16 @@ def collate_windows(
     )
 
 
+def pad_waveforms(waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of any lengths -> a zero-padded batch ``(clips, longest)`` and each clip's
+    length in samples ``(clips,)`` (the recognisers and pre-training mask by it)."""
+    lengths = torch.tensor([len(w) for w in waveforms])
+    batch = torch.zeros(len(waveforms), int(lengths.max()))
+    for row, waveform in enumerate(waveforms):
+        batch[row, : len(waveform)] = torch.from_numpy(waveform)
+    return batch, lengths
+
+
 def seed_worker(worker_id: int) -> None:
     """Give each loader worker its own generator, derived from the loader's seed:
     the dataset's ``rng`` and the global ``random``/``numpy`` ones audiomentations draws from."""

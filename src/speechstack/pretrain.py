@@ -46,6 +46,7 @@ from speechstack.artifacts import atomic_directory, atomic_write_json
 from speechstack.audio import read_audio
 from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
 from speechstack.config import Config, PretrainConfig
+from speechstack.data import pad_waveforms
 from speechstack.lock import RunLock
 from speechstack.models.pretrained import normalize_per_clip, valid_mask
 from speechstack.train import warmup_cosine
@@ -153,11 +154,7 @@ def _crops(
         start = float(rng.uniform(0.0, recording.seconds - length))
         waves.append(read_audio(recording.path, SAMPLE_RATE, start_seconds=start,
                                 duration_seconds=length))  # fmt: skip
-    lengths = torch.tensor([len(w) for w in waves])
-    batch = torch.zeros(len(waves), int(lengths.max()))
-    for row, wave in enumerate(waves):
-        batch[row, : len(wave)] = torch.from_numpy(wave)
-    return batch, lengths
+    return pad_waveforms(waves)
 
 
 def _step(model: Any, batch: torch.Tensor, lengths: torch.Tensor, settings: PretrainConfig,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from speechstack.audio import read_audio
 from speechstack.augment import build_waveform_augment
 from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
 from speechstack.config import Config, load_config, save_config
+from speechstack.data import pad_waveforms
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import create_task
@@ -86,14 +87,6 @@ class Utterances:
         yield from chunks
 
 
-def _pad(waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(w) for w in waveforms])
-    batch = torch.zeros(len(waveforms), int(lengths.max()))
-    for row, waveform in enumerate(waveforms):
-        batch[row, : len(waveform)] = torch.from_numpy(waveform)
-    return batch, lengths
-
-
 def transcribe(
     model: nn.Module, utterances: Utterances, vocabulary: Vocabulary, batch_size: int
 ) -> list[str]:
@@ -104,7 +97,7 @@ def transcribe(
     with torch.inference_mode():
         for indices in utterances.batches(batch_size, None):
             interrupt.check()
-            batch, lengths = _pad([utterances.waveforms[i] for i in indices])
+            batch, lengths = pad_waveforms([utterances.waveforms[i] for i in indices])
             for index, ids in zip(indices, model.decode(batch, lengths), strict=True):
                 texts[index] = vocabulary.text(ids)
     return texts
@@ -129,7 +122,7 @@ def _epoch(
         heard = [utterances.waveforms[i] for i in indices]
         if augment is not None:
             heard = [augment(waveform, sample_rate).astype(np.float32) for waveform in heard]
-        batch, lengths = _pad(heard)
+        batch, lengths = pad_waveforms(heard)
         loss = model.loss(batch, lengths, [utterances.tokens[i] for i in indices])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

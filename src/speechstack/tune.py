@@ -275,21 +275,13 @@ class TrainObjective:
         self.progress = progress
 
     def __call__(self, trial: Trial) -> float:
+        """The trial's score; a failure keeps its error (or ``interrupted``) on the trial."""
         values = suggest_values(trial, self.config.tune.dimensions)
         run = {"runs_dir": str(self.runs_dir), "experiment": f"trial{trial.number}"}
         try:
             config = override_config(self.config, values | run, f"trial {trial.number}")
             trial.set_user_attr("run_dir", str(config.run_dir))
-            trial.set_user_attr("folds", list(self.config.tune.folds))
-            accuracies = []
-            for position, fold in enumerate(self.config.tune.folds):
-                report = _pruning_reporter(trial, fold, position * config.train.epochs)
-                metrics = train_fold(
-                    config, fold, progress=self.progress, epoch_callback=report, predict_test=False
-                )
-                accuracies.append(float(metrics["val_accuracy"]))
-                trial.set_user_attr(f"fold{fold}_val_accuracy", accuracies[-1])
-            return sum(accuracies) / len(accuracies)
+            return self.score(trial, config)
         except optuna.TrialPruned:
             raise
         except Exception as error:
@@ -298,33 +290,33 @@ class TrainObjective:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+
+    def score(self, trial: Trial, config: Config) -> float:
+        """Train the trial's ``config`` on ``tune.folds``: the mean best-epoch accuracy."""
+        trial.set_user_attr("folds", list(self.config.tune.folds))
+        accuracies = []
+        for position, fold in enumerate(self.config.tune.folds):
+            report = _pruning_reporter(trial, fold, position * config.train.epochs)
+            metrics = train_fold(
+                config, fold, progress=self.progress, epoch_callback=report, predict_test=False
+            )
+            accuracies.append(float(metrics["val_accuracy"]))
+            trial.set_user_attr(f"fold{fold}_val_accuracy", accuracies[-1])
+        return sum(accuracies) / len(accuracies)
 
 
 class TranscriberObjective(TrainObjective):
-    """The study's objective for a speech recogniser: override the config with the
-    trial's values and train it (``transcribe.train_transcriber``: the corpus's train
-    split, the epoch chosen on dev); returns that epoch's dev WER, to be minimised."""
+    """The study's objective for a speech recogniser: the trial's config trained by
+    ``transcribe.train_transcriber`` (the corpus's train split, the epoch chosen on dev);
+    returns that epoch's dev WER, to be minimised."""
 
-    def __call__(self, trial: Trial) -> float:
+    def score(self, trial: Trial, config: Config) -> float:
         from speechstack.transcribe import train_transcriber
 
-        values = suggest_values(trial, self.config.tune.dimensions)
-        run = {"runs_dir": str(self.runs_dir), "experiment": f"trial{trial.number}"}
-        try:
-            config = override_config(self.config, values | run, f"trial {trial.number}")
-            trial.set_user_attr("run_dir", str(config.run_dir))
-            report = _pruning_reporter(trial, None, 0, maximize=False)
-            metrics = train_transcriber(config, progress=self.progress, epoch_callback=report)
-            trial.set_user_attr("dev_cer", float(metrics["dev_cer"]))
-            return float(metrics["dev_wer"])
-        except optuna.TrialPruned:
-            raise
-        except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
+        report = _pruning_reporter(trial, None, 0, maximize=False)
+        metrics = train_transcriber(config, progress=self.progress, epoch_callback=report)
+        trial.set_user_attr("dev_cer", float(metrics["dev_cer"]))
+        return float(metrics["dev_wer"])
 
 
 def _pruning_reporter(

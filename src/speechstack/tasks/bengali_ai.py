@@ -22,6 +22,7 @@ from pydantic import Field
 
 from speechstack.config import Strict
 from speechstack.tasks import TASKS, DatasetError, TranscriptTask, transcript_frame
+from speechstack.tasks.manifest import read_sheet
 
 SPLITS = {"train": "train", "valid": "dev"}
 
@@ -44,12 +45,7 @@ class BengaliAI(TranscriptTask):
         return []
 
     def _read(self, path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
-        if not path.is_file():
-            raise DatasetError(f"{path}: missing file (Bengali.AI layout)")
-        try:
-            table = pl.read_csv(path, infer_schema_length=0)
-        except (pl.exceptions.ComputeError, OSError) as error:
-            raise DatasetError(f"{path}: cannot read it as CSV ({error})") from error
+        table = read_sheet(path, missing="missing file (Bengali.AI layout)")
         missing = [column for column in columns if column not in table.columns]
         if missing:
             raise DatasetError(f"{path}: missing columns {missing} (has {table.columns})")

@@ -27,11 +27,13 @@ EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 RESERVED = set(MANIFEST_COLUMNS)
 
 
-def read_sheet(path: Path, sheet: str | None = None) -> pl.DataFrame:
-    """A manifest sheet (``.csv``, ``.tsv``, ``.xlsx``) as text columns; a missing or
-    unreadable file is a DatasetError naming it."""
+def read_sheet(
+    path: Path, sheet: str | None = None, missing: str = "manifest not found (task.params.file)"
+) -> pl.DataFrame:
+    """A manifest sheet (``.csv``, ``.tsv``, ``.xlsx``) as text columns; a missing
+    (``missing`` says what it is) or unreadable file is a DatasetError naming it."""
     if not path.is_file():
-        raise DatasetError(f"{path}: manifest not found (task.params.file)")
+        raise DatasetError(f"{path}: {missing}")
     try:
         if path.suffix.lower() in EXCEL_SUFFIXES:
             return pl.read_excel(path, sheet_name=sheet, engine="openpyxl", infer_schema_length=0)
