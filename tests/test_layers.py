@@ -41,6 +41,7 @@ LAYERS: list[set[str]] = [
         "exported",
         "text",
         "transcripts",
+        "beam",
     },
     {"models"},
     {"stack"},

@@ -98,7 +98,9 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     monkeypatch.chdir(tmp_path)
     config = repo_root / "configs" / "asr" / "ctc.yaml"
     tiny = "model.params={channels: 32, hidden_size: 32, layers: 1, dropout: 0.0}"
-    settings = ["train.epochs=4", "train.batch_size=4", "train.lr=3e-3", tiny]
+    # the final transcripts by beam search with a word model of the training transcripts
+    beam = "predict.beam={width: 4, language_model: train, order: 2}"
+    settings = ["train.epochs=4", "train.batch_size=4", "train.lr=3e-3", tiny, beam]
     args = ["train", "--config", str(config), "--data", str(corpus)]
     assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
     out = capsys.readouterr().out
@@ -108,6 +110,10 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     assert history["train_loss"][-1] < history["train_loss"][0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_cer"] >= 0 and metrics["best_epoch"] in history["epoch"].to_list()
+    assert metrics["decoding"]["width"] == 4 and (run / "lm.json").is_file()
+    best = history.filter(pl.col("epoch") == metrics["best_epoch"])
+    assert metrics["greedy"]["dev_cer"] == pytest.approx(best["dev_cer"][0])  # same decoding
+    assert set(metrics["greedy"]) == {"dev_wer", "dev_cer", "test_wer", "test_cer"}
     vocabulary = Vocabulary.load(run / "vocab.json")
     train_text = "".join(task(corpus).train_manifest()["sentence"]).lower()
     assert {"é"} & set(train_text) <= set(vocabulary.tokens)
@@ -205,6 +211,49 @@ def test_ctc_models_decode_best_paths_and_their_loss_ignores_padding_steps() -> 
     model.train()
     loss = model.loss(waveform, lengths, [[3, 4, 5], [6]])
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_ctc_search_gets_each_clips_log_probabilities_without_padding_steps() -> None:
+    config = load_config(None, [])
+    context = ModelContext(num_classes=7, audio=config.audio, features=config.features)
+    model = create_model("ctc", context, **MODELS.get("ctc").tiny).eval()
+    waveform, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000])
+    seen = []
+
+    def search(log_probs):
+        seen.append(log_probs)
+        return [len(seen) + 2]
+
+    assert model.decode(waveform, lengths, search=search) == [[3], [4]]
+    steps = model.output_lengths(lengths).tolist()
+    assert [len(x) for x in seen] == steps and all(x.shape[1] == 7 for x in seen)
+    with torch.no_grad():
+        logits = model(waveform, lengths)
+    expected = torch.log_softmax(logits[1, : steps[1]], dim=-1).numpy()
+    assert seen[1] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["model.name=whisper_seq2seq", "predict.beam.width=4"], "own model.params.num_beams"),
+        (["predict.beam={width: 4, language_model: missing.arpa}"], "missing.arpa not found"),
+        (["predict.beam.language_model=train"], "needs predict.beam.width > 1"),
+    ],
+)
+def test_beam_settings_that_cannot_work_are_refused_before_training(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path,
+    capsys: pytest.CaptureFixture, settings: list[str], message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    config = repo_root / "configs" / "asr" / "ctc.yaml"
+    if settings[0] == "model.name=whisper_seq2seq":
+        config = repo_root / "configs" / "asr" / "whisper_seq2seq.yaml"
+        settings = settings[1:]
+    args = ["train", "--config", str(config), "--data", str(corpus)]
+    assert main([*args, *(a for s in settings for a in ("--set", s))]) != 0
+    assert message in capsys.readouterr().err
+    assert not list(Path("runs").rglob("model.pt"))
 
 
 def wav2vec2_ctc(num_classes: int, **params: object):

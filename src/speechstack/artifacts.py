@@ -209,6 +209,30 @@ def read_frame(path: Path) -> pl.DataFrame:
         ) from error
 
 
+def read_versioned_json(
+    path: Path, file_format: str, version: int, what: str, missing: str = ""
+) -> dict[str, Any]:
+    """The JSON object of a file this package wrote with ``"format": file_format`` and
+    ``"version": version`` (a vocabulary, a language model); a missing file is
+    ``FileNotFoundError`` (``missing`` says where it comes from), one that is not readable
+    JSON, not that format or another version is an :class:`ArtifactError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what} file{missing}")
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path} is not a readable {what} file (damaged): {error}") from error
+    if not isinstance(data, dict) or data.get("format") != file_format:
+        raise ArtifactError(f"{path} is not a speechstack {what} file")
+    if data.get("version") != version:
+        raise ArtifactError(
+            f"{path}: {what} format version {data.get('version')!r}, this code reads "
+            f"version {version}"
+        )
+    return data
+
+
 def file_digest(path: Path) -> dict[str, Any]:
     """Size and SHA-256 of a file, as recorded beside artefacts to tell a damaged copy."""
     sha = hashlib.sha256()

@@ -321,6 +321,27 @@ class TtaView(Strict):
     speed: float = Field(1.0, gt=0)  # resampling rate: > 1 faster and higher
 
 
+class BeamConfig(Strict):
+    """How a CTC recogniser's final dev and test transcripts (and ``predict``'s) are decoded
+    (``beam.py``); the per-epoch dev score that picks the best epoch stays greedy. Whisper
+    decodes with its own ``model.params.num_beams``."""
+
+    width: int = Field(1, ge=1)  # prefixes kept per step; 1 = greedy best path
+    # a word n-gram fused into the search: null = none; `train` = fitted on the training
+    # transcripts (interpolated Kneser-Ney, saved with the run as lm.json); else the path of
+    # an ARPA file (KenLM's lmplz or SRILM writes one from any text)
+    language_model: str | None = None
+    order: int = Field(3, ge=1)  # words of context + 1, of the `train` model
+    lm_weight: float = Field(0.5, ge=0)  # x the LM's log-probability of each word
+    word_bonus: float = 1.0  # added per word (with a language model), against short outputs
+
+    @model_validator(mode="after")
+    def _model_needs_beams(self) -> BeamConfig:
+        if self.language_model is not None and self.width == 1:
+            raise ValueError("predict.beam.language_model needs predict.beam.width > 1")
+        return self
+
+
 class PredictConfig(Strict):
     batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -328,6 +349,7 @@ class PredictConfig(Strict):
     # (OOF rows, shifted OOF rows, the test set and `predict` alike); [] = the window as is
     tta: list[TtaView] = Field(default_factory=list)
     shifted_validation: ShiftedValidationConfig = Field(default_factory=ShiftedValidationConfig)
+    beam: BeamConfig = Field(default_factory=BeamConfig)  # speech recognition (CTC) only
 
 
 Runtime = Literal["torch", "onnx", "onnx-int8"]  # what predicts: the PyTorch fold models,

@@ -20,17 +20,16 @@ normalisation settings, so a predict run normalises and decodes as training did.
 from __future__ import annotations
 
 import itertools
-import json
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, ValidationError
 
-from speechstack.artifacts import ArtifactError, atomic_write_json
+from speechstack.artifacts import ArtifactError, atomic_write_json, read_versioned_json
 from speechstack.config import Strict
 
 # punctuation deleted by default (the Bengali danda and double danda too): no apostrophe or
@@ -199,21 +198,10 @@ class Vocabulary:
         another format or version, invalid tokens or settings) is an ``ArtifactError``
         naming it."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no vocabulary file (it is saved with the run)")
-        try:
-            data: Any = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ArtifactError(
-                f"{path} is not a readable vocabulary file (damaged): {error}"
-            ) from error
-        if not isinstance(data, dict) or data.get("format") != VOCABULARY_FORMAT:
-            raise ArtifactError(f"{path} is not a speechstack vocabulary file")
-        if data.get("version") != VOCABULARY_VERSION:
-            raise ArtifactError(
-                f"{path}: vocabulary format version {data.get('version')!r}, this code reads "
-                f"version {VOCABULARY_VERSION}"
-            )
+        data = read_versioned_json(
+            path, VOCABULARY_FORMAT, VOCABULARY_VERSION, "vocabulary",
+            " (it is saved with the run)",
+        )  # fmt: skip
         tokens = data.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ArtifactError(f"{path}: 'tokens' must be a list of strings")

@@ -21,11 +21,12 @@ so little is padding.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -38,10 +39,11 @@ from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_
 from speechstack.audio import read_audio
 from speechstack.augment import build_waveform_augment
 from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
-from speechstack.config import Config, load_config, save_config
+from speechstack.config import BeamConfig, Config, load_config, save_config
 from speechstack.data import pad_waveforms
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
+from speechstack.models.ctc import CTCModel
 from speechstack.tasks import create_task
 from speechstack.text import TextConfig, Vocabulary, normalise
 from speechstack.train import seed_everything, warmup_cosine
@@ -54,9 +56,14 @@ from speechstack.transcripts import (
 )
 
 VOCABULARY = "vocab.json"
+LANGUAGE_MODEL = "lm.json"  # predict.beam.language_model: train
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"  # after every epoch; removed when the run is written
 REPORT_GROUPS = ("gender", "locale", "group")
+if TYPE_CHECKING:
+    from speechstack.beam import LanguageModel
+
+Search = Callable[[np.ndarray], list[int]]  # one clip's log-probabilities -> its token ids
 
 
 class Utterances:
@@ -88,19 +95,66 @@ class Utterances:
 
 
 def transcribe(
-    model: nn.Module, utterances: Utterances, vocabulary: Vocabulary, batch_size: int
+    model: nn.Module,
+    utterances: Utterances,
+    vocabulary: Vocabulary,
+    batch_size: int,
+    search: Search | None = None,
 ) -> list[str]:
-    """The model's transcript of every utterance (its ``decode``: greedy for CTC), in the
-    manifest's order."""
+    """The model's transcript of every utterance (its ``decode``: greedy for CTC, or
+    ``search`` over a CTC model's log-probabilities), in the manifest's order."""
     model.eval()
     texts: list[str] = [""] * len(utterances.waveforms)
+    searching = {} if search is None else {"search": search}
     with torch.inference_mode():
         for indices in utterances.batches(batch_size, None):
             interrupt.check()
             batch, lengths = pad_waveforms([utterances.waveforms[i] for i in indices])
-            for index, ids in zip(indices, model.decode(batch, lengths), strict=True):
+            decoded = model.decode(batch, lengths, **searching)
+            for index, ids in zip(indices, decoded, strict=True):
                 texts[index] = vocabulary.text(ids)
     return texts
+
+
+def language_model(
+    beam: BeamConfig, run_dir: Path, sentences: Sequence[str] | None = None
+) -> LanguageModel | None:
+    """The word language model of ``predict.beam``: none; for ``train``, fitted on the
+    normalised training ``sentences`` (when given) or the one the run saved; else read from
+    the ARPA file it names."""
+    from speechstack.beam import NgramLanguageModel, load_language_model
+
+    if beam.language_model is None:
+        return None
+    if beam.language_model == "train":
+        if sentences is None:
+            return NgramLanguageModel.load(Path(run_dir) / LANGUAGE_MODEL)
+        return NgramLanguageModel.fit(sentences, order=beam.order)
+    path = Path(beam.language_model)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"predict.beam.language_model: {path} not found (an ARPA file, or `train` for a "
+            "model of the training transcripts)"
+        )
+    return load_language_model(path)
+
+
+def beam_search(
+    beam: BeamConfig, vocabulary: Vocabulary, words: LanguageModel | None
+) -> Search | None:
+    """``predict.beam``'s decoder of one clip's log-probabilities, or None (greedy)."""
+    if beam.width == 1:
+        return None
+    from speechstack.beam import ctc_beam_search
+
+    return functools.partial(
+        ctc_beam_search,
+        tokens=vocabulary.tokens,
+        beam_width=beam.width,
+        language_model=words,
+        lm_weight=beam.lm_weight,
+        word_bonus=beam.word_bonus,
+    )
 
 
 def _epoch(
@@ -184,6 +238,14 @@ def _train_transcriber(
     context = ModelContext(len(vocabulary), vocabulary.tokens, config.audio, config.features,
                            config.augment.spec_augment)  # fmt: skip
     model = create_model(config.model.name, context, **config.model.params)
+    beam = config.predict.beam
+    if beam.width > 1 and not isinstance(model, CTCModel):
+        raise ValueError(
+            f"predict.beam is for CTC recognisers; {config.model.name!r} decodes with its "
+            "own model.params.num_beams"
+        )
+    words = language_model(beam, config.run_dir, train.manifest["sentence"].map_elements(
+        lambda sentence: normalise(sentence, text), return_dtype=pl.String).to_list())  # fmt: skip
     augment = build_waveform_augment(config.augment, task.noise_files())
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],  # frozen parts stay out
@@ -239,17 +301,25 @@ def _train_transcriber(
     vocabulary.save(run_dir / VOCABULARY)
     save_config(config, run_dir / "config.yaml")
     atomic_write_frame(run_dir / "history.csv", pl.DataFrame(history))
+    if words is not None and beam.language_model == "train":
+        words.save(run_dir / LANGUAGE_MODEL)
+    search = beam_search(beam, vocabulary, words)
     results: dict[str, ErrorRates] = {}
+    greedy: dict[str, float] = {}  # with a beam search: what best-path decoding scores
     scored: dict[str, pl.DataFrame] = {}
     for name, utterances in (("dev", dev), ("test", test)):
         if utterances is None:  # a corpus without a test split
             continue
-        hypotheses = transcribe(model, utterances, vocabulary, config.predict.batch_size)
+        hypotheses = transcribe(model, utterances, vocabulary, config.predict.batch_size, search)
         frame = _scored(utterances.manifest, hypotheses, text)
         atomic_write_frame(run_dir / f"{name}.csv", frame)
         if REFERENCE in frame.columns:  # a test split without sentences is only transcribed
             results[name] = error_rates(frame[REFERENCE], frame[HYPOTHESIS])
             scored[name] = frame
+            if search is not None:
+                best_paths = transcribe(model, utterances, vocabulary, config.predict.batch_size)
+                rates = error_rates(frame[REFERENCE], best_paths)
+                greedy.update({f"{name}_wer": rates.wer, f"{name}_cer": rates.cer})
     reported = "test" if "test" in scored else "dev"  # the held-out split that has answers
     groups = [c for c in REPORT_GROUPS if c in scored[reported].columns]
     write_report(scored[reported], run_dir, groups, f"{config.experiment}: {reported} transcripts")
@@ -258,6 +328,8 @@ def _train_transcriber(
         "best_epoch": best["epoch"],
         "dev_wer": results["dev"].wer,
         "dev_cer": results["dev"].cer,
+        "decoding": "greedy" if search is None else beam.model_dump(),
+        "greedy": greedy or None,  # the same splits by best path, beside a beam search's
         "test_wer": results["test"].wer if "test" in results else None,
         "test_cer": results["test"].cer if "test" in results else None,
         "report": reported,
@@ -299,9 +371,11 @@ def transcribe_manifest(
                            saved_config.features, saved_config.augment.spec_augment)  # fmt: skip
     model = create_model(saved_config.model.name, context, **saved_config.model.params)
     model.load_state_dict(saved["state_dict"])
+    beam = saved_config.predict.beam
+    search = beam_search(beam, vocabulary, language_model(beam, Path(run_dir)))
     utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
                             saved_config.audio.sample_rate, progress)  # fmt: skip
-    sentences = transcribe(model, utterances, vocabulary, config.predict.batch_size)
+    sentences = transcribe(model, utterances, vocabulary, config.predict.batch_size, search)
     return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
 
 

@@ -13,8 +13,9 @@ them with a decoder instead (``models/whisper.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -50,10 +51,21 @@ class CTCModel(nn.Module):
             zero_infinity=True,  # a clip too short for its transcript adds no gradient
         )
 
-    def decode(self, waveform: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        """The token ids of each clip's best path, repeats collapsed and blanks dropped."""
-        best = self(waveform, lengths).argmax(dim=-1)
+    def decode(
+        self,
+        waveform: torch.Tensor,
+        lengths: torch.Tensor,
+        search: Callable[[np.ndarray], list[int]] | None = None,
+    ) -> list[list[int]]:
+        """The token ids of each clip: its best path, repeats collapsed and blanks dropped;
+        or, with ``search``, what ``search`` makes of the clip's per-step log-probabilities
+        ``(steps, tokens)`` (``beam.ctc_beam_search`` with the run's settings)."""
+        logits = self(waveform, lengths)
         steps = self.output_lengths(lengths)
+        if search is not None:
+            log_probs = F.log_softmax(logits.detach().float(), dim=-1).cpu().numpy()
+            return [search(log_probs[row, : int(steps[row])]) for row in range(len(log_probs))]
+        best = logits.argmax(dim=-1)
         return [ctc_collapse(best[row, : int(steps[row])].tolist()) for row in range(len(best))]
 
 
