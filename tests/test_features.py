@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import librosa
@@ -11,7 +12,14 @@ import torch
 
 from speechstack.audio import read_audio
 from speechstack.config import FeatureConfig, SpecAugmentConfig
-from speechstack.features import FrequencyNorm, LogMel, LogMelFrontEnd, SpecAugment, frame_count
+from speechstack.features import (
+    FrequencyNorm,
+    Lifter,
+    LogMel,
+    LogMelFrontEnd,
+    SpecAugment,
+    frame_count,
+)
 
 RATE = 16_000
 TOLERANCE_DB = 1e-3
@@ -230,3 +238,32 @@ def test_frequency_warp_runs_in_training_only(speech: np.ndarray) -> None:
         trained = front_end.train().log_mel(waveform)
     assert not torch.allclose(trained, plain.log_mel(waveform), atol=1e-3)
     assert not torch.allclose(trained[0], trained[1], atol=1e-3)
+
+
+def test_lifter_keeps_the_envelope_and_drops_the_harmonic_ripple() -> None:
+    """A smooth spectral envelope (formants) passes; a fast ripple along the mel axis (the
+    comb of a voice's pitch harmonics) is removed; a second pass changes nothing."""
+    bands = torch.arange(64, dtype=torch.float64)
+    envelope = -30 + 20 * torch.cos(2 * math.pi * bands / 64)  # quefrency 2: kept at 20
+    ripple = 6 * torch.cos(math.pi * 40 * (bands + 0.5) / 64)  # DCT order 40: dropped
+    lifter = Lifter(64, 20)
+    features = (envelope + ripple).float()[None, :, None].repeat(2, 1, 3)
+    smoothed = lifter(features)
+    assert smoothed.shape == features.shape
+    assert torch.allclose(smoothed[0, :, 0].double(), envelope, atol=0.05)
+    assert torch.allclose(lifter(smoothed), smoothed, atol=1e-4)
+    assert torch.allclose(Lifter(64, 64)(features), features, atol=1e-4)
+
+
+def test_front_end_applies_the_lifter_and_refuses_more_coefficients_than_bands(
+    speech: np.ndarray,
+) -> None:
+    waveform = torch.from_numpy(speech[:16000].astype(np.float32))[None]
+    plain = LogMelFrontEnd(FeatureConfig(), 16000, SpecAugmentConfig()).eval()
+    liftered = LogMelFrontEnd(FeatureConfig(lifter=12), 16000, SpecAugmentConfig()).eval()
+    a, b = plain(waveform), liftered(waveform)
+    assert a.shape == b.shape
+    # the liftered bands vary less from one band to the next: the fine structure is gone
+    assert b.diff(dim=1).abs().mean() < 0.8 * a.diff(dim=1).abs().mean()
+    with pytest.raises(ValueError, match="lifter"):
+        FeatureConfig(lifter=65)

@@ -10,7 +10,7 @@ from torch import nn
 from speechstack.config import AudioConfig, TtaView
 from speechstack.data import ClipDataset, make_loader
 from speechstack.train import Precision, predict_probabilities
-from speechstack.tta import apply_view, views_or_identity
+from speechstack.tta import adapt_batch_norm, apply_view, views_or_identity
 
 RATE = 16000
 
@@ -80,3 +80,35 @@ def test_predictions_average_the_views(tmp_path) -> None:
         Position(), loader, precision, views=[TtaView(shift_seconds=0.1)], sample_rate=RATE
     )
     assert np.isclose(one_sided[0, 1], 0.6, atol=1e-4)
+
+
+class _Normed(nn.Module):
+    """A batch norm over two features, then dropout (which adaptation must leave in eval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2)
+        self.dropout = nn.Dropout(0.9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.norm(x))
+
+
+def test_adaptation_takes_the_batch_norm_statistics_of_the_predicted_set() -> None:
+    model = _Normed().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    shifted = [torch.randn(50, 2, generator=generator) * 3 + 5 for _ in range(4)]
+    adapted = adapt_batch_norm(model, iter(shifted), torch.device("cpu"))
+    every = torch.cat(shifted)
+    assert adapted is not model and not adapted.training and not adapted.norm.training
+    assert torch.allclose(adapted.norm.running_mean, every.mean(0), atol=1e-5)
+    assert torch.allclose(adapted.norm.running_var, every.var(0), rtol=0.05)
+    assert adapted.norm.momentum == model.norm.momentum  # later training behaves as before
+    # the predicted set now comes out standardised; the model given is untouched
+    out = adapted(every)
+    assert out.mean(0).abs().max() < 0.05 and (out.std(0) - 1).abs().max() < 0.05
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(adapted(every), adapted(every))  # dropout stayed off
+    plain = nn.Linear(2, 2)
+    assert adapt_batch_norm(plain, iter(shifted), torch.device("cpu")) is plain

@@ -107,11 +107,18 @@ class FeatureConfig(Strict):
     # over the clip's frames (its gain and any fixed channel/EQ colouring: cepstral mean
     # normalisation); none: keep the level (a cue for emotion, a nuisance for words)
     norm: Literal["clip", "band", "none"] = "clip"
+    # keep only the first `lifter` cepstral coefficients of each frame (a DCT along the mel
+    # axis, truncated, transformed back to n_mels bands): the smooth spectral envelope stays
+    # (formants: what words are made of), the pitch harmonics and fine structure go (what
+    # one voice has and another lacks); None = the log-mel as computed
+    lifter: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _window_fits(self) -> FeatureConfig:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if self.lifter is not None and self.lifter > self.n_mels:
+            raise ValueError(f"lifter ({self.lifter}) must be <= n_mels ({self.n_mels})")
         return self
 
 
@@ -348,6 +355,12 @@ class PredictConfig(Strict):
     # test-time augmentation: class probabilities averaged over these views of every window
     # (OOF rows, shifted OOF rows, the test set and `predict` alike); [] = the window as is
     tta: list[TtaView] = Field(default_factory=list)
+    # re-estimate a network's batch-norm statistics on the clips of the set it predicts
+    # (test-time adaptation, tta.adapt_batch_norm): the test set, the shifted OOF rows and
+    # `predict`'s folder when it holds at least `adapt_min_clips` clips (fewer: the training
+    # statistics, with a note); the clean OOF rows and the ONNX runtime keep the training's
+    adapt_norm: bool = False
+    adapt_min_clips: int = Field(100, ge=1)
     shifted_validation: ShiftedValidationConfig = Field(default_factory=ShiftedValidationConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)  # speech recognition (CTC) only
 

@@ -203,6 +203,25 @@ class SpecAugment(nn.Module):
         return torch.where(mask & apply, mean, features)
 
 
+class Lifter(nn.Module):
+    """Cepstral smoothing of log-mel ``(batch, n_mels, frames)``: each frame's orthonormal
+    DCT-II along the mel axis keeps its first ``coefficients`` terms and is transformed back
+    to ``n_mels`` bands. One fixed ``n_mels x n_mels`` matrix (a projection: applying it twice
+    changes nothing), so it costs one small matrix product and exports as one."""
+
+    def __init__(self, n_mels: int, coefficients: int) -> None:
+        super().__init__()
+        bands = torch.arange(n_mels, dtype=torch.float64)
+        orders = torch.arange(coefficients, dtype=torch.float64)
+        dct = torch.cos(math.pi / n_mels * (bands[None, :] + 0.5) * orders[:, None])
+        dct = dct * math.sqrt(2.0 / n_mels)
+        dct[0] /= math.sqrt(2.0)  # (coefficients, n_mels), orthonormal rows
+        self.register_buffer("projection", (dct.T @ dct).float(), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("mn,bnt->bmt", self.projection, features)
+
+
 class FrequencyNorm(nn.Module):
     """Level-invariant scaling of log-mel ``(batch, n_mels, frames)``: each clip's mean dB
     is subtracted (``mode="clip"``: a recording's gain is a constant dB offset) or each mel
@@ -236,8 +255,11 @@ class LogMelFrontEnd(nn.Module):
     ) -> None:
         super().__init__()
         self.log_mel = LogMel(config, sample_rate, spec_augment)
+        self.lifter = (
+            Lifter(config.n_mels, config.lifter) if config.lifter is not None else nn.Identity()
+        )
         self.norm = FrequencyNorm(config.n_mels, config.norm)
         self.spec_augment = SpecAugment(spec_augment)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.spec_augment(self.norm(self.log_mel(waveform)))
+        return self.spec_augment(self.norm(self.lifter(self.log_mel(waveform))))

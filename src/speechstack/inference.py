@@ -37,7 +37,7 @@ from speechstack.speakers import levelled
 from speechstack.spot import SpotResult, spot_recording
 from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
 from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
-from speechstack.tta import apply_view, views_or_identity
+from speechstack.tta import adapt_batch_norm, apply_view, views_or_identity
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
@@ -123,7 +123,8 @@ def predict_experiment(
 ) -> np.ndarray:
     """Label probabilities ``(clips, labels)``: the mean over the experiment's fold models,
     each averaging the test-time ``views`` it was trained with (or the given ``views``;
-    ``[]``: none)."""
+    ``[]``: none), and each with the batch-norm statistics of these clips when it was
+    trained with ``predict.adapt_norm`` and they are at least ``predict.adapt_min_clips``."""
     folds = sorted(
         path
         for path in run_dir.glob("fold*")
@@ -141,6 +142,14 @@ def predict_experiment(
         speakers = TASKS.get(config.task.name).speakers_of(manifest["fname"])
         loader = prediction_loader(levelled(config, manifest, speakers), config)
         precision = Precision.choose(device, config.train.amp)
+        if config.predict.adapt_norm and manifest.height >= config.predict.adapt_min_clips:
+            model = adapt_batch_norm(model, (batch for batch, _, _ in loader), device)
+        elif config.predict.adapt_norm and folder == folds[0] and progress:
+            print(
+                f"note: {manifest.height} clips are fewer than predict.adapt_min_clips "
+                f"({config.predict.adapt_min_clips}): predicted with the training's "
+                "batch-norm statistics, not the clips' own"
+            )
         labels = (
             predict_probabilities(
                 model,

@@ -85,7 +85,7 @@ from speechstack.report import report_oof, with_manifest, write_report
 from speechstack.speakers import levelled
 from speechstack.submission import label_accuracy
 from speechstack.tasks import TEST_COLUMNS, Task, create_task
-from speechstack.tta import apply_view, views_or_identity
+from speechstack.tta import adapt_batch_norm, apply_view, views_or_identity
 
 log = logging.getLogger(__name__)
 
@@ -521,8 +521,12 @@ class FoldOutputs:
     ) -> None:
         self.network, self.precision, self.config, self.data = network, precision, config, data
 
-    def predict(self, dataset: ClipDataset, progress: bool = False) -> np.ndarray:
-        """Class probabilities ``(clips, classes)`` of an evaluation dataset."""
+    def predict(
+        self, dataset: ClipDataset, progress: bool = False, adapt: bool = False
+    ) -> np.ndarray:
+        """Class probabilities ``(clips, classes)`` of an evaluation dataset; with ``adapt``
+        and ``predict.adapt_norm``, by the network with the dataset's own batch-norm
+        statistics (``tta.adapt_batch_norm``) when it holds ``predict.adapt_min_clips``."""
         loader = make_loader(
             dataset,
             self.config.predict.batch_size,
@@ -530,8 +534,13 @@ class FoldOutputs:
             num_workers=self.config.predict.num_workers,
             seed=0,
         )
+        network = self.network
+        settings = self.config.predict
+        if adapt and settings.adapt_norm and len(dataset) >= settings.adapt_min_clips:
+            windows = (batch for batch, _, _ in loader)
+            network = adapt_batch_norm(network, windows, self.precision.device)
         return predict_probabilities(
-            self.network,
+            network,
             loader,
             self.precision,
             progress,
@@ -798,12 +807,12 @@ class FoldRun:
                 data.valid, audio, store=data.store, store_rows=data.valid_rows,
                 condition=condition,
             )  # fmt: skip
-            oof_shifted = outputs.frame(data.valid, outputs.predict(shifted_set))
+            oof_shifted = outputs.frame(data.valid, outputs.predict(shifted_set, adapt=True))
         test, test_seconds = None, 0.0
         if predict_test and data.test is not None and self.distributed.is_main:
             test_start = time.perf_counter()
             test_set = ClipDataset(data.test, audio)
-            test = outputs.frame(data.test, outputs.predict(test_set, progress))
+            test = outputs.frame(data.test, outputs.predict(test_set, progress, adapt=True))
             test_seconds = time.perf_counter() - test_start
         return FoldPredictions(oof, oof_shifted, test, test_seconds)
 
