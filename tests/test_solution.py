@@ -12,7 +12,9 @@ import yaml
 
 from speechstack.cli import main
 from speechstack.config import load_config
+from speechstack.fold_pool import train_folds
 from speechstack.tasks.speech_commands import LABELS
+from speechstack.train import RunMismatchError
 
 # A tiny GRU that learns the tiny data within seconds: the room, noise and channel
 # augmentation (meant for thousands of clips) is off, the word placement stays on.
@@ -93,6 +95,15 @@ def test_solution_trains_pseudo_labels_stacks_and_submits(
     assert frame["fname"].to_list() == sample["fname"].to_list()
     assert report["test_accuracy"] is not None
     assert "shifted OOF" in out and "submission" in out
+
+    # a later recipe run whose round picks other clips must not reuse the round's folds
+    round_file = Path(added["file"])
+    saved = runs / "gru-r1" / "fold0" / "pseudo_labels.csv"
+    assert saved.read_bytes() == round_file.read_bytes()
+    round_file.write_text("\n".join(round_file.read_text().splitlines()[:-1]) + "\n")
+    config = load_config(runs / "gru-r1" / "fold0" / "config.yaml")
+    with pytest.raises(RunMismatchError, match="other pseudo labels"):
+        train_folds(config, progress=False)
 
 
 def test_recipe_errors_name_the_file(workdir: Path, repo_root: Path, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ writes ``runs/<task>/<experiment>/fold<k>/`` as one atomic folder:
 * ``history.csv``    per-epoch train loss, validation loss and accuracy
 * ``config.yaml``    the resolved config
 * ``dataset.parquet`` the training clips' names and sizes (what the fold was trained on)
+* ``pseudo_labels.csv`` a copy of ``train.pseudo_labels``, when set (a fold trained on other
+  pseudo labels than the file now holds is refused, not reused)
 * ``report.md``, ``confusion.png``, ``report.json``   the fold's classification report
 
 Once every fold is done, ``write_experiment_report`` writes the same report over the whole
@@ -30,6 +32,7 @@ import logging
 import math
 import pickle
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -173,6 +176,16 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
             f"(see {folder / 'config.yaml'}). Use a new experiment name "
             "(experiment=... / EXP=...), or delete the folder to retrain it."
         )
+    pseudo = config.train.pseudo_labels
+    if pseudo is not None:
+        recorded = metrics.get("files", {}).get(PSEUDO_COPY)
+        if recorded is None or not pseudo.is_file() or file_digest(pseudo) != recorded:
+            raise RunMismatchError(
+                f"{folder} was trained on other pseudo labels than {pseudo} holds now "
+                f"(its own are in {folder / PSEUDO_COPY}, if recorded): a new pseudo round "
+                "needs new fold models. Use a new experiment name (experiment=... / EXP=...), "
+                "or delete the folder to retrain it."
+            )
     listing = folder / DATA_LISTING
     if listing.is_file():
         differ = listing_differences(read_frame(listing), training_listing(config))
@@ -184,6 +197,10 @@ def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
             )
     return metrics
 
+
+# The pseudo labels a fold trained on, copied beside it: a recipe's later round writes the
+# same path with other clips, and a fold trained on the old ones must not count as finished.
+PSEUDO_COPY = "pseudo_labels.csv"
 
 # What a fold was trained on, by content rather than by where it lies (``task.data_dir`` is
 # not part of a run's identity): a moved dataset is accepted, a changed one refused.
@@ -898,6 +915,8 @@ def write_fold(
             atomic_write_frame(folder / "test.parquet", predictions.test)
         atomic_write_frame(folder / "history.csv", pl.DataFrame(history))
         atomic_write_frame(folder / DATA_LISTING, data_listing(task.train_manifest()))
+        if config.train.pseudo_labels is not None:
+            shutil.copyfile(config.train.pseudo_labels, folder / PSEUDO_COPY)  # in the temp folder
         save_config(config, folder / "config.yaml")
         columns = task.report_columns()
         write_report(
