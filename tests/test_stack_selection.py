@@ -16,17 +16,38 @@ from speechstack.stack import LIGHTGBM, MEAN, apply_stack, choose_source, run_st
 LABELS = ["a", "b", "c"]
 
 
+def rows_right(right: int, rows: int = 1000, offset: int = 0) -> np.ndarray:
+    """``right`` of ``rows`` rows predicted right, starting at row ``offset`` (wrapping)."""
+    return np.roll(np.arange(rows) < right, offset)
+
+
 def test_choose_source_prefers_the_simplest_of_equals() -> None:
-    scores = {
-        MEAN: {"cv": 0.80, "shifted": 0.70},
-        "cnn": {"cv": 0.82, "shifted": 0.70},
-        LIGHTGBM: {"cv": 0.90, "shifted": 0.70},
-    }
-    assert choose_source(scores, "shifted")[0] == MEAN
-    assert choose_source(scores, "cv")[0] == LIGHTGBM
-    scores["cnn"]["shifted"] = 0.71
-    name, reason = choose_source(scores, "shifted")
-    assert name == "cnn" and "shifted OOF" in reason and "cnn 0.7100" in reason
+    right = {MEAN: rows_right(700), "cnn": rows_right(700, offset=50), LIGHTGBM: rows_right(700)}
+    assert choose_source(right, "shifted")[0] == MEAN
+    right["cnn"] = rows_right(760)
+    name, reason = choose_source(right, "shifted")
+    assert name == "cnn" and "shifted OOF" in reason and "cnn 0.7600" in reason
+    assert "standard error" not in reason  # the best itself was kept
+
+
+def test_choose_source_keeps_the_simpler_within_the_margin() -> None:
+    """1,000 rows: LightGBM right on 6 more rows than the mean (54 rows differ, standard
+    error of the difference 0.73 pp) is no evidence; 40 more rows (4 pp) is."""
+    mean = rows_right(700)
+    close = mean.copy()
+    flipped = list(range(700, 730)) + list(range(24))  # 30 rows gained, 24 lost
+    close[flipped] = ~close[flipped]
+    assert close.sum() == 706
+    name, reason = choose_source({MEAN: mean, LIGHTGBM: close}, "shifted")
+    assert name == MEAN
+    assert "kept mean: 0.0060 behind lightgbm, within 2 standard errors (0.0073 each)" in reason
+    assert choose_source({MEAN: mean, LIGHTGBM: close}, "shifted", margin_se=0.5)[0] == LIGHTGBM
+    assert choose_source({MEAN: mean, LIGHTGBM: close}, "shifted", margin_se=0)[0] == LIGHTGBM
+    far = rows_right(740)
+    assert choose_source({MEAN: mean, LIGHTGBM: far}, "cv")[0] == LIGHTGBM
+    # a member within reach of the best is kept over the stacker; one further below is not
+    member = rows_right(738, offset=20)
+    assert choose_source({MEAN: mean, "cnn": member, LIGHTGBM: far}, "cv")[0] == "cnn"
 
 
 def write_runs(root: Path, rng: np.random.Generator, k: int = 3, clips: int = 90) -> pl.DataFrame:
@@ -73,7 +94,7 @@ def test_stack_keeps_the_member_that_survives_the_shift(tmp_path: Path) -> None:
     assert sources["good"]["cv"] == sources["bad"]["cv"] == 1.0  # clean OOF cannot tell
     assert sources["good"]["shifted"] > 0.8 > 0.5 > sources["bad"]["shifted"]
     best = max(sources.values(), key=lambda s: s["shifted"])["shifted"]
-    assert sources[metrics["selected"]]["shifted"] == best
+    assert sources[metrics["selected"]]["shifted"] >= best - 0.05  # within one error of 90 rows
     assert metrics["selected"] in {"good", LIGHTGBM}
     saved = json.loads((runs / "stack" / "stacker.json").read_text())
     assert saved["selected"] == metrics["selected"]

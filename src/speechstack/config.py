@@ -417,6 +417,9 @@ class StackConfig(Strict):
     experiments: list[str] = Field(default_factory=lambda: ["cnn"], min_length=1)
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
     seed: int = 0
+    # the kept source is the simplest (mean, members, LightGBM) whose score is below the
+    # best's by at most this many standard errors of their paired per-clip difference
+    margin_se: float = Field(2.0, ge=0)
 
 
 class SolutionExperiment(Strict):

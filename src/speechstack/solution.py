@@ -6,7 +6,8 @@ families (experiment files plus overrides) and the number of pseudo-label rounds
 1. folds (written once), then every family trained on every fold (finished folds are
    skipped, so an interrupted recipe resumes where it stopped);
 2. the stack of round 0 (``stack``): LightGBM, the plain mean and every member, scored on
-   the shifted OOF rows; the best is kept;
+   the shifted OOF rows; the simplest within ``stack.margin_se`` standard errors of the
+   best is kept;
 3. each pseudo round r: the kept source's confident test clips (``pseudo`` settings) join
    the training side of every fold, the ``retrain`` families train again as
    ``<experiment>-r<r>``, and ``stack-r<r>`` stacks them with every earlier round's

@@ -228,19 +228,38 @@ def mean_probabilities(table: pl.DataFrame, names: list[str], labels: list[str])
 MEAN, LIGHTGBM = "mean", "lightgbm"
 
 
-def choose_source(scores: dict[str, dict[str, float | None]], by: str) -> tuple[str, str]:
-    """(name, reason): the candidate with the best ``by`` score (``shifted`` or ``cv``).
-    Candidates are listed simplest first (the mean, the members, then LightGBM); a later
-    one must be strictly better to win, so a stack never replaces an equal member."""
-    best = max(scores, key=lambda name: (scores[name][by] or 0.0, -list(scores).index(name)))
-    ranked = ", ".join(
-        f"{name} {scores[name][by]:.4f}"
-        for name in sorted(scores, key=lambda n: -(scores[n][by] or 0.0))
-    )
+def choose_source(right: dict[str, np.ndarray], by: str, margin_se: float = 2.0) -> tuple[str, str]:
+    """(name, reason): the simplest candidate within ``margin_se`` standard errors of the best.
+
+    ``right`` holds, per candidate, whether each row of the ``by`` table (``shifted`` or
+    ``cv``) was predicted right; candidates are listed simplest first (the mean, the
+    members, then LightGBM). The best by accuracy sets the bar, and the first candidate
+    whose accuracy is below it by at most ``margin_se`` standard errors of the paired
+    per-row difference is kept: a gain the rows cannot resolve does not buy the stacker's
+    extra freedom, which a test of voices unlike every training voice punishes (the
+    shifted OOF rows hold out noise, rooms and speakers, not the kind of voice). Equal
+    candidates keep the simplest."""
+    names = list(right)
+    score = {name: float(np.mean(right[name])) for name in names}
+    best = max(names, key=lambda name: (score[name], -names.index(name)))
+    rows = len(right[best])
+
+    def standard_error(name: str) -> float:
+        difference = right[best].astype(float) - right[name].astype(float)
+        return float(difference.std(ddof=1) / np.sqrt(rows)) if rows > 1 else 0.0
+
+    kept = next(n for n in names if score[best] - score[n] <= margin_se * standard_error(n))
+    ranked = ", ".join(f"{n} {score[n]:.4f}" for n in sorted(names, key=lambda n: -score[n]))
     where = (
         "shifted OOF (validation clips under test-like conditions)" if by == "shifted" else "OOF"
     )
-    return best, f"best {where} accuracy: {ranked}"
+    reason = f"best {where} accuracy: {ranked}"
+    if kept != best:
+        reason += (
+            f"; kept {kept}: {score[best] - score[kept]:.4f} behind {best}, within "
+            f"{margin_se:g} standard errors ({standard_error(kept):.4f} each)"
+        )
+    return kept, reason
 
 
 def run_stack(
@@ -253,9 +272,9 @@ def run_stack(
     report_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Cross-validate the LightGBM stacker on the folds, score it beside the plain mean of
-    probabilities and every member, keep the best (``choose_source``), and write the kept
-    source's OOF/test predictions (with a report whose per-group tables come from
-    ``manifest``'s ``report_columns``).
+    probabilities and every member, keep the simplest within ``margin_se`` standard errors
+    of the best (``choose_source``), and write the kept source's OOF/test predictions (with
+    a report whose per-group tables come from ``manifest``'s ``report_columns``).
 
     When every fold wrote ``oof_shifted.parquet`` the stacker is fitted on those rows and
     the sources are compared on them: the clean OOF rows flatter, and a stacker fitted on
@@ -325,7 +344,11 @@ def run_stack(
             for name, c in candidates.items()
         }
         by = "shifted" if shifted is not None else "cv"
-        selected, reason = choose_source(scores, by)
+        selected, reason = choose_source(
+            {name: c[by].argmax(axis=1) == truth for name, c in candidates.items()},
+            by,
+            config.margin_se,
+        )
         chosen = candidates[selected]
         metrics = {
             "experiments": {name: scores[name]["cv"] for name in names},
