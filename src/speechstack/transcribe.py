@@ -43,7 +43,7 @@ from speechstack.config import BeamConfig, Config, load_config, save_config
 from speechstack.data import pad_waveforms
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
-from speechstack.models.ctc import CTCModel
+from speechstack.models.ctc import CTCModel, best_path
 from speechstack.tasks import create_task
 from speechstack.text import TextConfig, Vocabulary, normalise
 from speechstack.train import seed_everything, warmup_cosine
@@ -99,20 +99,26 @@ def transcribe(
     utterances: Utterances,
     vocabulary: Vocabulary,
     batch_size: int,
-    search: Search | None = None,
-) -> list[str]:
-    """The model's transcript of every utterance (its ``decode``: greedy for CTC, or
-    ``search`` over a CTC model's log-probabilities), in the manifest's order."""
+    searches: Sequence[Search | None] = (None,),
+) -> list[list[str]]:
+    """Every utterance's transcript under each of ``searches``, in the manifest's order:
+    None is best-path decoding (a CTC model) or the model's own ``decode`` (Whisper); a
+    search decodes a CTC model's log-probabilities. The model runs once per batch however
+    many searches there are."""
     model.eval()
-    texts: list[str] = [""] * len(utterances.waveforms)
-    searching = {} if search is None else {"search": search}
+    texts = [[""] * len(utterances.waveforms) for _ in searches]
     with torch.inference_mode():
         for indices in utterances.batches(batch_size, None):
             interrupt.check()
             batch, lengths = pad_waveforms([utterances.waveforms[i] for i in indices])
-            decoded = model.decode(batch, lengths, **searching)
-            for index, ids in zip(indices, decoded, strict=True):
-                texts[index] = vocabulary.text(ids)
+            if isinstance(model, CTCModel):
+                clips = model.log_probs(batch, lengths)
+                decoded = [[(search or best_path)(clip) for clip in clips] for search in searches]
+            else:  # a search on another family is refused before training
+                decoded = [model.decode(batch, lengths)]
+            for found, ids_of in zip(texts, decoded, strict=True):
+                for index, ids in zip(indices, ids_of, strict=True):
+                    found[index] = vocabulary.text(ids)
     return texts
 
 
@@ -244,8 +250,8 @@ def _train_transcriber(
             f"predict.beam is for CTC recognisers; {config.model.name!r} decodes with its "
             "own model.params.num_beams"
         )
-    words = language_model(beam, config.run_dir, train.manifest["sentence"].map_elements(
-        lambda sentence: normalise(sentence, text), return_dtype=pl.String).to_list())  # fmt: skip
+    sentences = [normalise(sentence, text) for sentence in train.manifest["sentence"]]
+    words = language_model(beam, config.run_dir, sentences)  # an ARPA file is read now
     augment = build_waveform_augment(config.augment, task.noise_files())
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],  # frozen parts stay out
@@ -276,7 +282,7 @@ def _train_transcriber(
     for epoch in range(first, config.train.epochs + 1):
         loss = _epoch(model, train, augment, optimizer, scheduler, config, rng)
         rates = error_rates(
-            dev_references, transcribe(model, dev, vocabulary, config.predict.batch_size)
+            dev_references, transcribe(model, dev, vocabulary, config.predict.batch_size)[0]
         )
         history.append(
             {"epoch": epoch, "train_loss": loss, "dev_wer": rates.wer, "dev_cer": rates.cer}
@@ -310,15 +316,17 @@ def _train_transcriber(
     for name, utterances in (("dev", dev), ("test", test)):
         if utterances is None:  # a corpus without a test split
             continue
-        hypotheses = transcribe(model, utterances, vocabulary, config.predict.batch_size, search)
+        searches = (None,) if search is None else (search, None)  # None: the best path beside
+        hypotheses, *best_paths = transcribe(
+            model, utterances, vocabulary, config.predict.batch_size, searches
+        )
         frame = _scored(utterances.manifest, hypotheses, text)
         atomic_write_frame(run_dir / f"{name}.csv", frame)
         if REFERENCE in frame.columns:  # a test split without sentences is only transcribed
             results[name] = error_rates(frame[REFERENCE], frame[HYPOTHESIS])
             scored[name] = frame
-            if search is not None:
-                best_paths = transcribe(model, utterances, vocabulary, config.predict.batch_size)
-                rates = error_rates(frame[REFERENCE], best_paths)
+            for best_path_texts in best_paths:
+                rates = error_rates(frame[REFERENCE], best_path_texts)
                 greedy.update({f"{name}_wer": rates.wer, f"{name}_cer": rates.cer})
     reported = "test" if "test" in scored else "dev"  # the held-out split that has answers
     groups = [c for c in REPORT_GROUPS if c in scored[reported].columns]
@@ -375,7 +383,7 @@ def transcribe_manifest(
     search = beam_search(beam, vocabulary, language_model(beam, Path(run_dir)))
     utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
                             saved_config.audio.sample_rate, progress)  # fmt: skip
-    sentences = transcribe(model, utterances, vocabulary, config.predict.batch_size, search)
+    (sentences,) = transcribe(model, utterances, vocabulary, config.predict.batch_size, (search,))
     return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
 
 

@@ -13,7 +13,7 @@ them with a decoder instead (``models/whisper.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -51,22 +51,21 @@ class CTCModel(nn.Module):
             zero_infinity=True,  # a clip too short for its transcript adds no gradient
         )
 
-    def decode(
-        self,
-        waveform: torch.Tensor,
-        lengths: torch.Tensor,
-        search: Callable[[np.ndarray], list[int]] | None = None,
-    ) -> list[list[int]]:
-        """The token ids of each clip: its best path, repeats collapsed and blanks dropped;
-        or, with ``search``, what ``search`` makes of the clip's per-step log-probabilities
-        ``(steps, tokens)`` (``beam.ctc_beam_search`` with the run's settings)."""
-        logits = self(waveform, lengths)
+    def log_probs(self, waveform: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+        """Each clip's per-step log-probabilities ``(steps, tokens)``, its padding steps cut:
+        what a search (``beam.ctc_beam_search``) decodes."""
         steps = self.output_lengths(lengths)
-        if search is not None:
-            log_probs = F.log_softmax(logits.detach().float(), dim=-1).cpu().numpy()
-            return [search(log_probs[row, : int(steps[row])]) for row in range(len(log_probs))]
-        best = logits.argmax(dim=-1)
-        return [ctc_collapse(best[row, : int(steps[row])].tolist()) for row in range(len(best))]
+        scores = F.log_softmax(self(waveform, lengths).detach().float(), dim=-1).cpu().numpy()
+        return [scores[row, : int(steps[row])] for row in range(len(scores))]
+
+    def decode(self, waveform: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """The token ids of each clip's best path, repeats collapsed and blanks dropped."""
+        return [best_path(clip) for clip in self.log_probs(waveform, lengths)]
+
+
+def best_path(log_probs: np.ndarray) -> list[int]:
+    """Greedy CTC decoding of one clip's ``(steps, tokens)`` scores."""
+    return ctc_collapse(log_probs.argmax(axis=-1).tolist())
 
 
 class CTCParams(Strict):
