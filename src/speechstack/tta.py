@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechstack import interrupt
 from speechstack.config import TtaView
 
 IDENTITY = TtaView()
@@ -75,6 +76,7 @@ def adapt_batch_norm(
         layer.train()
     with torch.inference_mode():
         for batch in windows:
+            interrupt.check()  # a fold worker stops here too when its parent is told to
             adapted(batch.to(device).float())
     for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
