@@ -360,6 +360,30 @@ def test_mix_places_a_shorter_clip_and_cuts_a_longer_one() -> None:
     assert np.array_equal(silent(clip, RATE), clip)
 
 
+def test_mix_of_a_crowd_sums_equal_voices_at_the_requested_snr() -> None:
+    clip = burst_clip(2000)
+    loud, quiet = burst_clip(9000, seed=7), 0.01 * burst_clip(9000, seed=8)
+    voices = iter([loud, quiet, loud, quiet, loud, quiet])
+    seeded(0)
+    out = MixClip(lambda: next(voices), 6.0, 6.0, p=1.0, min_voices=2, max_voices=2)(clip, RATE)
+    assert snr_db(clip, out) == pytest.approx(6.0, abs=1e-3)
+    # each voice at unit RMS before the sum: the quiet one counts as much as the loud one
+    added = out - clip
+    crowd = loud / rms(loud) + quiet / rms(quiet)
+    assert np.corrcoef(added, crowd)[0, 1] > 0.9999
+    seeded(1)
+    drawn = []
+    counting = MixClip(
+        lambda: drawn.append(1) or loud, 0.0, 20.0, p=1.0, min_voices=3, max_voices=5
+    )
+    for _ in range(20):
+        before = len(drawn)
+        counting(clip, RATE)
+        assert 3 <= len(drawn) - before <= 5
+    with pytest.raises(ValueError, match="min_voices"):
+        MixClip(lambda: loud, 0.0, 20.0, p=1.0, min_voices=3, max_voices=2)
+
+
 # ---------------------------------------------------------------------------------------
 # Background noise files (its equivalence with audiomentations is in test_bench.py)
 

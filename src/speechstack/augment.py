@@ -547,35 +547,65 @@ class ColoredNoise:
 
 
 class MixClip:
-    """Add another clip, from ``source()`` (the training set passes one returning a random
+    """Add other clips, from ``source()`` (the training set passes one returning a random
     training clip as stored), at an SNR uniform in [``min_snr_db``, ``max_snr_db``] dB below
-    the clip, with probability ``p``: a voice in the background, as in a room of people.
-    A longer clip is cut at a random offset, a shorter one placed at a random offset; a
-    silent clip on either side leaves the clip as is. ``source`` should draw from seeded
-    generators too, for a seed to reproduce the output."""
+    the clip, with probability ``p``: a voice in the background, as in a room of people, or
+    with ``max_voices`` > 1 a crowd of ``min_voices``..``max_voices`` clips, each at unit
+    RMS before their sum is set to the SNR (babble). A longer clip is cut at a random
+    offset, a shorter one placed at a random offset; a silent clip on either side adds
+    nothing. ``source`` should draw from seeded generators too, for a seed to reproduce
+    the output."""
 
-    def __init__(self, source: ClipSource, min_snr_db: float, max_snr_db: float, p: float) -> None:
+    def __init__(
+        self,
+        source: ClipSource,
+        min_snr_db: float,
+        max_snr_db: float,
+        p: float,
+        min_voices: int = 1,
+        max_voices: int = 1,
+    ) -> None:
+        if not 1 <= min_voices <= max_voices:
+            raise ValueError(
+                f"voices must satisfy 1 <= min_voices ({min_voices}) <= max_voices ({max_voices})"
+            )
         self.source = source
         self.min_snr_db = min_snr_db
         self.max_snr_db = max_snr_db
         self.p = p
+        self.min_voices = min_voices
+        self.max_voices = max_voices
+
+    def _voice(self, count: int) -> np.ndarray | None:
+        """One clip from the source fitted to ``count`` samples (None: an empty one)."""
+        other = np.asarray(self.source(), dtype=np.float32)
+        other_count = len(other)
+        if other_count == 0:
+            return None
+        offset = random.randint(0, abs(other_count - count))
+        if other_count >= count:
+            return other[offset : offset + count]
+        placed = np.zeros(count, dtype=np.float32)
+        placed[offset : offset + other_count] = other
+        return placed
 
     def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         if not random.random() < self.p:
             return samples
         snr_db = random.uniform(self.min_snr_db, self.max_snr_db)
-        other = np.asarray(self.source(), dtype=np.float32)
-        count, other_count = len(samples), len(other)
-        if count == 0 or other_count == 0:
+        count = len(samples)
+        if count == 0:
             return samples
-        offset = random.randint(0, abs(other_count - count))
-        if other_count >= count:
-            other = other[offset : offset + count]
-        else:
-            placed = np.zeros(count, dtype=np.float32)
-            placed[offset : offset + other_count] = other
-            other = placed
-        return _add_at_snr(samples, other, snr_db)
+        if self.max_voices == 1:  # one voice: the draws of the original transform
+            other = self._voice(count)
+            return samples if other is None else _add_at_snr(samples, other, snr_db)
+        crowd = np.zeros(count, dtype=np.float32)
+        for _ in range(random.randint(self.min_voices, self.max_voices)):
+            other = self._voice(count)
+            level = 0.0 if other is None else _rms(other)
+            if other is not None and level >= SILENT_RMS:
+                crowd += other / np.float32(level)
+        return _add_at_snr(samples, crowd, snr_db)
 
 
 # ---------------------------------------------------------------------------------------
@@ -672,7 +702,14 @@ def _mix(section: MixAugment, sources: _Sources) -> WaveformTransform:
             "augment.mix.p > 0 but no clip source was given to mix in "
             "(build_waveform_augment(..., mix_source=...)); set augment.mix.p=0"
         )
-    return MixClip(sources.mix_source, section.min_snr_db, section.max_snr_db, p=section.p)
+    return MixClip(
+        sources.mix_source,
+        section.min_snr_db,
+        section.max_snr_db,
+        p=section.p,
+        min_voices=section.min_voices,
+        max_voices=section.max_voices,
+    )
 
 
 @WAVEFORM_AUGMENTATIONS.register("reverb")

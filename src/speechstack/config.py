@@ -155,11 +155,15 @@ class ColoredNoiseAugment(Probability):
 
 
 class MixAugment(Probability):
-    """Another training clip (another speaker, any label) mixed in well below the clip:
-    a voice in the background, as in a room of people."""
+    """Other training clips (other speakers, any label) mixed in below the clip: a voice
+    in the background, or with ``max_voices`` > 1 a crowd of ``min_voices``..``max_voices``
+    voices at equal level whose sum is set to the SNR (babble, where no single word
+    stands out)."""
 
     min_snr_db: float = 10.0
     max_snr_db: float = 25.0
+    min_voices: int = Field(1, ge=1)
+    max_voices: int = Field(1, ge=1)
 
 
 class ReverbAugment(Probability):
