@@ -19,6 +19,7 @@ from torch import nn
 from speechstack.cli import main
 from speechstack.config import ConfigError, Strict, load_config
 from speechstack.models import MODELS, ModelContext, register_model
+from speechstack.params import MODEL_PARAMS, TASK_PARAMS
 from speechstack.tasks import MANIFEST_COLUMNS, TASKS, Task, manifest_frame
 
 
@@ -70,6 +71,7 @@ def toy_family() -> Iterator[str]:
     register_model("toy", ToyParams, tiny={"width": 4})(ToyNet)
     yield "toy"
     MODELS._entries.pop("toy")
+    MODEL_PARAMS._entries.pop("toy")  # added by register_model, like a plugin's
 
 
 def test_a_new_model_family_is_its_module_and_one_config(
@@ -142,6 +144,7 @@ def toy_task() -> Iterator[str]:
     TASKS.register("toy_tones")(ToyTones)
     yield "toy_tones"
     TASKS._entries.pop("toy_tones")
+    TASK_PARAMS._entries.pop("toy_tones")
 
 
 def test_a_new_task_is_its_reader_and_its_base_yaml(

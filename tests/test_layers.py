@@ -20,7 +20,7 @@ PACKAGE = "speechstack"
 # lowest first; a module's layer is that of its longest listed prefix
 LAYERS: list[set[str]] = [
     {"speechstack", "artifacts", "audio", "registry", "interrupt", "lock"},
-    {"config"},
+    {"config", "params"},
     {
         "features",
         "acoustic",
@@ -52,12 +52,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
 ]
 
-KNOWN_UPWARD = {
-    # config validates task/model params through the registries (issue 13: schemas that
-    # config can reach without importing torch)
-    ("config", "models"),
-    ("config", "tasks"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()  # (importer's top name, imported's top name)
 
 
 def short(module: str) -> str:

@@ -21,7 +21,6 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -29,8 +28,8 @@ from tqdm.auto import tqdm
 
 from speechstack.artifacts import atomic_write_array, read_cached_array
 from speechstack.data import ClipCondition, cache_key, load_clip
+from speechstack.params.models import FeatureSet
 
-FeatureSet = Literal["eGeMAPSv02", "GeMAPSv01b", "ComParE_2016"]
 FEATURES_VERSION = 1  # bump when extraction changes, so old cache files are not reused
 MIN_SPEAKER_CLIPS = 2  # fewer clips than this: the speaker's spread is not estimated
 EPSILON = 1e-6

@@ -7,7 +7,8 @@ composed. ``configs/<task>/<family>.yaml`` may be left out: it then means the ta
 ``base.yaml`` composed with ``configs/models/<family>.yaml`` (``composed_experiment``). CLI
 overrides are ``key.sub=value`` strings whose values are parsed as YAML scalars. Every
 section is a pydantic model that rejects unknown keys; the task's and the model's ``params``
-are validated by the schema their registry entry declares.
+are validated by the schema registered under their name in ``speechstack.params`` (this
+layer: a config validates without importing torch or the model families).
 """
 
 from __future__ import annotations
@@ -803,8 +804,8 @@ def validate_config_data(data: dict[str, Any], source: str) -> Config:
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source, Config)) from None
 
-    from speechstack.models import model_params_schema
-    from speechstack.tasks import task_params_schema
+    from speechstack.params import model_params_schema, task_params_schema  # not at import:
+    #   speechstack.params imports this module (Strict)
 
     task_params = validate_params(
         task_params_schema(config.task.name), config.task.params, source, "task"

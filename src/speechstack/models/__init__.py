@@ -2,8 +2,10 @@
 
 Every network maps a waveform batch ``(batch, samples)`` (float32, at the task's sample
 rate) to logits ``(batch, num_classes)``; each family computes its own features on the
-device. A family registers the pydantic schema of its ``params`` (unknown keys are rejected),
-a ``tiny`` preset that the tests use, and its ``trainer``: ``network`` (an ``nn.Module``
+device. A family registers the pydantic schema of its ``params`` (unknown keys are rejected;
+the schemas live in ``speechstack.params.models``, where a config is validated without
+torch, and ``register_model`` checks that a family names the one registered there), a
+``tiny`` preset that the tests use, and its ``trainer``: ``network`` (an ``nn.Module``
 trained by epochs) or ``features`` (a classifier over clip features, fitted once per fold:
 ``acoustic``), or ``transcriber`` (a speech recogniser: waveform -> per-step token logits,
 trained with CTC by ``transcribe.py``: ``ctc``).
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from speechstack.config import AudioConfig, Config, FeatureConfig, SpecAugmentConfig, Strict
+from speechstack.params import MODEL_PARAMS, bind_params
 from speechstack.registry import Registry, import_submodules
 
 
@@ -61,6 +64,7 @@ def register_model(
 ) -> Callable[[Build], Build]:
     def decorator(build: Build) -> Build:
         MODELS.register(name)(ModelFamily(build, params_schema, tiny, trainer))
+        bind_params(MODEL_PARAMS, name, params_schema)
         return build
 
     return decorator
@@ -69,10 +73,6 @@ def register_model(
 def model_trainer(name: str) -> Trainer:
     """How a family is trained: ``network`` (epochs) or ``features`` (fitted once)."""
     return MODELS.get(name).trainer
-
-
-def model_params_schema(name: str) -> type[Strict]:
-    return MODELS.get(name).params_schema
 
 
 def create_model(name: str, context: ModelContext, **params: Any) -> Any:

@@ -12,37 +12,13 @@ own voice: the strongest cue for emotion on unseen actors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from speechstack.acoustic import FeatureSet, Standardiser
-from speechstack.config import LightGBMParams, Strict
+from speechstack.acoustic import Standardiser
 from speechstack.models import ModelContext, register_model
-
-# LightGBM as a classifier of ~100 standardised features on a few thousand rows: deeper
-# and faster than the stacker's defaults (LightGBMParams), still regularised.
-CLASSIFIER_TREES: dict[str, Any] = {
-    "n_estimators": 300,
-    "learning_rate": 0.05,
-    "num_leaves": 7,
-    "min_child_samples": 10,
-    "colsample_bytree": 0.5,
-    "reg_lambda": 1.0,
-}
-
-
-class AcousticParams(Strict):
-    feature_set: FeatureSet = "ComParE_2016"  # openSMILE functionals: 6,373 (ComParE),
-    #   88 (eGeMAPS) or 62 (GeMAPS) per clip
-    normalise: Literal["speaker", "global"] = "speaker"  # z-score each speaker's clips with
-    #   their own statistics (speaker), or every clip with the training side's (global)
-    augment_copies: int = Field(2, ge=0)  # training clips are also heard through the task's
-    #   `augment` (noise, rooms, channels) this many times, each copy a speaker group of its own
-    classifier: Literal["logistic", "lightgbm"] = "lightgbm"
-    c: float = Field(0.1, gt=0)  # logistic: inverse L2 strength
-    lightgbm: LightGBMParams = Field(default_factory=lambda: LightGBMParams(**CLASSIFIER_TREES))
+from speechstack.params.models import AcousticParams
 
 
 class AcousticClassifier:

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from speechstack.features import SpecAugment
 from speechstack.models import ModelContext, register_model
 from speechstack.models.pooling import PooledClassifier
 from speechstack.models.pretrained import (
-    TransformerParams,
     class_names,
     encoder_layers,
     freeze,
@@ -36,14 +33,13 @@ from speechstack.models.pretrained import (
     read_preprocessor_config,
     require_checkpoint_rate,
 )
+from speechstack.params.models import ASTParams, WindowName
 
 log = logging.getLogger(__name__)
 
 AUDIOSET_MEAN = -4.2677393  # ASTFeatureExtractor defaults: fbank statistics of AudioSet
 AUDIOSET_STD = 4.5689974
 FLOAT_EPSILON = torch.finfo(torch.float32).eps  # Kaldi's floor on mel energies before the log
-
-WindowName = Literal["hanning", "povey", "hamming"]
 
 
 def kaldi_mel(frequency: torch.Tensor) -> torch.Tensor:
@@ -140,22 +136,6 @@ class KaldiFbank(nn.Module):
             power = spectrum.real.square() + spectrum.imag.square()
             mel = torch.matmul(power, self.filters.T)  # (batch, frames, n_mels)
             return mel.clamp_min(FLOAT_EPSILON).log()
-
-
-class ASTParams(TransformerParams):
-    hf_config: ClassVar[str] = "ASTConfig"
-
-    window: WindowName = "hanning"  # fbank window; AST checkpoints were trained on hanning
-    fbank_mean: float | None = None  # normalisation (fbank - mean) / (2 * std); null = the
-    fbank_std: float | None = None  #   checkpoint folder's preprocessor_config.json, else
-    #   the AudioSet statistics (-4.2677393, 4.5689974); speech-commands-v2: -6.845978, 5.5654526
-    dither: float = Field(0.0, ge=0)  # training-only noise per fbank frame (waveform units)
-    freeze_layers: int = Field(0, ge=0)  # patch/position embeddings and the first N
-    #   transformer layers are not trained
-    pooling: Literal["cls", "mean", "sum", "max", "attention", "mean_max"] = "cls"  # cls:
-    #   the model's own head on the mean of its [CLS] and distillation tokens (what the
-    #   checkpoints were fine-tuned with); others pool the patch tokens (PooledClassifier)
-    dropout: float = Field(0.0, ge=0, lt=1)  # before the classifier of a patch pooling
 
 
 class ASTClassifier(nn.Module):

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from speechstack.config import Strict
 from speechstack.features import LogMelFrontEnd
 from speechstack.models import ModelContext, register_model
-
-
-class CNNParams(Strict):
-    backbone: str = "resnet10t"  # any timm model name (timm.list_models())
-    backbone_args: dict[str, Any] = Field(default_factory=dict)  # extra timm constructor
-    #   arguments, e.g. {channels: [32, 64, 128, 256], stem_width: 16} for a half-width ResNet
-    pretrained: bool = False  # ImageNet weights (first conv summed to one channel)
-    weights_file: Path | None = None  # local .safetensors/.pth for `pretrained` without a hub
-    drop_rate: float = Field(0.2, ge=0, lt=1)  # dropout before the classifier
-    drop_path_rate: float = Field(0.0, ge=0, lt=1)  # stochastic depth, where supported
+from speechstack.params.models import CNNParams
 
 
 class LogMelCNN(nn.Module):

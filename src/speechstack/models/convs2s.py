@@ -13,32 +13,18 @@ normalised log-mel of ``LogMelFrontEnd``, so the projection starts from unit-sca
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from speechstack.config import Strict
 from speechstack.features import LogMelFrontEnd, frame_count
 from speechstack.models import ModelContext, register_model
-from speechstack.models.pooling import PooledClassifier, PoolingName
+from speechstack.models.pooling import PooledClassifier
+from speechstack.params.models import ConvS2SParams
 
 RESIDUAL_SCALE = math.sqrt(0.5)
-
-
-class ConvS2SParams(Strict):
-    channels: int = Field(128, ge=1)  # width of every block (the GLU input is 2 x channels)
-    layers: int = Field(6, ge=1)  # convolutional GLU blocks
-    kernel_size: int = Field(5, ge=1)  # steps (frames after frame_stride), "same" padding
-    dilation_growth: int = Field(2, ge=1)  # block i dilates by growth**i; 1 = the paper's
-    #   undilated stack, whose 6 blocks of kernel 5 see only 0.5 s (demo fold 1: 0.80 -> 0.85)
-    frame_stride: int = Field(2, ge=1)  # log-mel frames merged into one step by the projection
-    position: Literal["learned", "sinusoidal", "none"] = "learned"  # position embedding
-    dropout: float = Field(0.1, ge=0, lt=1)  # before the projection, each block, classifier
-    pooling: PoolingName = "mean_max"  # over time: attention, mean, max, sum, mean_max
 
 
 def sinusoidal_positions(steps: int, channels: int) -> torch.Tensor:

@@ -18,12 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from speechstack.config import Strict
 from speechstack.features import LogMelFrontEnd, frame_count
 from speechstack.models import ModelContext, register_model
+from speechstack.params.models import CTCParams
 from speechstack.text import ctc_collapse
 
 KERNEL = 5  # of the strided convolution (frames)
@@ -66,14 +65,6 @@ class CTCModel(nn.Module):
 def best_path(log_probs: np.ndarray) -> list[int]:
     """Greedy CTC decoding of one clip's ``(steps, tokens)`` scores."""
     return ctc_collapse(log_probs.argmax(axis=-1).tolist())
-
-
-class CTCParams(Strict):
-    channels: int = Field(192, ge=1)  # of the convolutional front
-    stride: int = Field(2, ge=1)  # frames per output step (2: 20 ms steps at a 10 ms hop)
-    hidden_size: int = Field(192, ge=1)  # per direction
-    layers: int = Field(3, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
 
 
 class CTCRecognizer(CTCModel):

@@ -7,12 +7,10 @@ and mapped to logits by ``ClassifierHead``. Families choose the pooling by name 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-PoolingName = Literal["mean", "sum", "max", "attention", "mean_max"]
+from speechstack.params.models import PoolingName
 
 
 class Pooling(nn.Module):

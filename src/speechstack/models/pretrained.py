@@ -3,7 +3,8 @@
 ``load_transformer`` is the only place a ``transformers`` model is built. Params name either
 ``pretrained`` (a hub name such as ``facebook/wav2vec2-base``, or a local folder holding
 ``config.json`` + weights) or ``config`` (the keys of the model's HF config, to train from
-scratch), never both; ``config_overrides`` adjusts either (dropouts, masking, layerdrop).
+scratch), never both; ``config_overrides`` adjusts either (dropouts, masking, layerdrop):
+``TransformerParams``, in ``speechstack.params.models`` with every family's schema.
 This machine may have no hub access: a failed load raises ``PretrainedLoadError`` saying how
 to put the weights in a local folder.
 
@@ -21,61 +22,24 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from speechstack.config import Strict
 from speechstack.models import ModelContext
+from speechstack.params.models import HeadName, TransformerParams
 
 if TYPE_CHECKING:  # transformers' modelling code takes seconds to import: only when building
     from transformers import PretrainedConfig, PreTrainedModel
 
 Model = TypeVar("Model", bound="PreTrainedModel")
 
-HeadName = Literal["none", "linear", "cnn", "lstm"]
-
 CHECKPOINT_SAMPLE_RATE = 16000  # Hz; wav2vec2, AST and Whisper checkpoints are all 16 kHz
 
 
 class PretrainedLoadError(RuntimeError):
     """A checkpoint named by ``model.params.pretrained`` could not be loaded."""
-
-
-class TransformerParams(Strict):
-    """Where a transformer family's weights come from (subclassed by each family, which
-    names its HF config class in ``hf_config``, so config keys are checked with the file)."""
-
-    hf_config: ClassVar[str] = ""  # e.g. "Wav2Vec2Config", a class exported by transformers
-
-    pretrained: str | None = None  # hub name or local folder (config.json + weights)
-    config: dict[str, Any] | None = None  # HF config keys of a from-scratch model ({} = the
-    #   HF defaults, i.e. the base-size architecture); only when `pretrained` is null
-    config_overrides: dict[str, Any] = Field(default_factory=dict)  # applied to either
-    #   (dropouts, layerdrop, SpecAugment-style masking); must not change the architecture
-    #   of a checkpoint
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TransformerParams:
-        if self.pretrained is not None and self.config is not None:
-            raise ValueError(
-                "set either `pretrained` (a checkpoint) or `config` (train from scratch), not "
-                "both: with a checkpoint, set config=null and put changes in config_overrides"
-            )
-        if self.pretrained is None and self.config is None:
-            raise ValueError(
-                "set `pretrained` (a hub name or local folder with the weights) or `config` "
-                "(HF config keys of a from-scratch model, {} for the defaults)"
-            )
-        if self.hf_config:
-            import transformers
-
-            config_class = getattr(transformers, self.hf_config)
-            check_config_keys(config_class, list(self.config or ()), "config")
-            check_config_keys(config_class, list(self.config_overrides), "config_overrides")
-        return self
 
 
 def class_names(context: ModelContext) -> list[str]:
@@ -94,23 +58,6 @@ def label_arguments(names: Sequence[str]) -> dict[str, Any]:
         "id2label": dict(enumerate(names)),
         "label2id": {name: index for index, name in enumerate(names)},
     }
-
-
-def check_config_keys(
-    config_class: type[PretrainedConfig], keys: Sequence[str], field_name: str
-) -> None:
-    """HF configs accept any keyword silently; a typo here would be a silent no-op, so every
-    key must be an attribute the config class defines."""
-    if not keys:
-        return
-    known = config_class()
-    unknown = [key for key in keys if not hasattr(known, key)]
-    if unknown:
-        valid = sorted(k for k in known.to_dict() if not k.startswith("_"))
-        raise ValueError(
-            f"model.params.{field_name}: unknown {config_class.__name__} key(s) "
-            f"{', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
-        )
 
 
 def how_to_provide_weights(model_class: type[PreTrainedModel]) -> str:

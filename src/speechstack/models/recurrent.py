@@ -18,39 +18,17 @@ from functools import partial
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from speechstack.config import Strict
 from speechstack.features import LogMelFrontEnd
 from speechstack.models import ModelContext, register_model
-from speechstack.models.pooling import PooledClassifier, PoolingName
+from speechstack.models.pooling import PooledClassifier
+from speechstack.params.models import RecurrentParams
 
 Cell = Literal["lstm", "gru"]
 CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 GATES = {"lstm": 4, "gru": 3}  # gate blocks stacked in torch's weight matrices
 LSTM_FORGET_GATE = 1  # torch's LSTM gate order: input, forget, cell, output
-
-
-class RecurrentParams(Strict):
-    hidden_size: int = Field(128, ge=1)  # per direction
-    layers: int = Field(2, ge=1)  # stacked recurrent layers
-    bidirectional: bool = True
-    dropout: float = Field(0.2, ge=0, lt=1)  # after the front, between layers, classifier
-    front: Literal["conv", "linear", "none"] = "conv"  # before the recurrence:
-    #   conv: conv1d (front_kernel, stride frame_stride) + batch norm + ReLU;
-    #   linear: the same with kernel = frame_stride (a linear map of stacked frames);
-    #   none: log-mel frames go straight in (frame_stride must be 1)
-    front_channels: int = Field(128, ge=1)  # output width of the front (unused for none)
-    front_kernel: int = Field(5, ge=1)  # frames, conv front only
-    frame_stride: int = Field(2, ge=1)  # log-mel frames per recurrent step
-    pooling: PoolingName = "attention"  # over time: attention, mean, max, sum, mean_max
-
-    @model_validator(mode="after")
-    def _stride_needs_front(self) -> RecurrentParams:
-        if self.front == "none" and self.frame_stride != 1:
-            raise ValueError("front=none feeds every frame to the recurrence: set frame_stride=1")
-        return self
 
 
 class RecurrentClassifier(nn.Module):

@@ -9,20 +9,15 @@ small model for offline demos and tests.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
-from pydantic import Field
 from torch import nn
 
 from speechstack.models import ModelContext, register_model
 from speechstack.models.ctc import BLANK_ID, CTCModel
-from speechstack.models.pooling import PooledClassifier, PoolingName
+from speechstack.models.pooling import PooledClassifier
 from speechstack.models.pretrained import (
     FrameHead,
-    HeadName,
     LayerWeightedSum,
-    TransformerParams,
     class_names,
     freeze,
     freeze_feature_encoder,
@@ -32,21 +27,7 @@ from speechstack.models.pretrained import (
     require_checkpoint_rate,
     valid_mask,
 )
-
-
-class Wav2Vec2Params(TransformerParams):
-    hf_config: ClassVar[str] = "Wav2Vec2Config"
-
-    freeze_feature_encoder: bool = True  # the convolutional waveform encoder is not trained
-    freeze_layers: int = Field(0, ge=0)  # the first N transformer layers and what feeds them
-    #   (feature projection, positional convolution, masking vector) are not trained
-    weighted_layer_sum: bool = False  # classify a learned softmax mix of every hidden layer
-    #   (embedding output + each transformer layer) instead of the last one
-    normalize: bool = True  # zero mean, unit variance per clip (as wav2vec2-base expects)
-    head: HeadName = "none"  # per-frame head before pooling: none, linear, cnn, lstm
-    head_dim: int = Field(256, ge=1)  # output width of the head (unused for none)
-    pooling: PoolingName = "mean"  # over valid frames: mean, sum, max, attention, mean_max
-    dropout: float = Field(0.1, ge=0, lt=1)  # before the head and before the classifier
+from speechstack.params.models import Wav2Vec2CTCParams, Wav2Vec2Params
 
 
 class Wav2Vec2Classifier(nn.Module):
@@ -135,14 +116,6 @@ TINY_CONFIG = {  # ~25k parameters, 200 frames per second
 )
 def build_wav2vec2(params: Wav2Vec2Params, context: ModelContext) -> nn.Module:
     return Wav2Vec2Classifier(params, context)
-
-
-class Wav2Vec2CTCParams(TransformerParams):
-    hf_config: ClassVar[str] = "Wav2Vec2Config"
-
-    freeze_feature_encoder: bool = True  # the convolutional waveform encoder is not trained
-    #   (what every wav2vec2 CTC fine-tuning does)
-    normalize: bool = True  # zero mean, unit variance per clip (as wav2vec2 checkpoints expect)
 
 
 class Wav2Vec2CTC(CTCModel):

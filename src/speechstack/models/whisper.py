@@ -21,22 +21,19 @@ recogniser.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from speechstack.features import SpecAugment
 from speechstack.models import ModelContext, register_model
 from speechstack.models.ctc import BLANK_ID
-from speechstack.models.pooling import PooledClassifier, PoolingName
+from speechstack.models.pooling import PooledClassifier
 from speechstack.models.pretrained import (
     FrameHead,
-    HeadName,
     LayerWeightedSum,
-    TransformerParams,
     ceil_div,
     class_names,
     freeze,
@@ -45,6 +42,7 @@ from speechstack.models.pretrained import (
     require_checkpoint_rate,
     valid_mask,
 )
+from speechstack.params.models import WhisperParams, WhisperSeq2SeqParams
 
 if TYPE_CHECKING:
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -105,22 +103,6 @@ class WhisperLogMel(nn.Module):
             peak = log_mel.amax(dim=(1, 2), keepdim=True)
             log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE)
             return (log_mel + 4.0) / 4.0
-
-
-class WhisperParams(TransformerParams):
-    hf_config: ClassVar[str] = "WhisperConfig"
-
-    max_source_positions: int | None = Field(None, ge=1)  # encoder positions kept, 20 ms
-    #   (2 log-mel frames) each; null = the model's own (1500 = 30 s for openai checkpoints).
-    #   Fewer is proportionally faster: the positional table is cut to the first N
-    freeze_encoder: bool = False  # train only the head (linear probing)
-    freeze_layers: int = Field(0, ge=0)  # the conv stem and the first N transformer layers
-    #   are not trained
-    weighted_layer_sum: bool = False  # pool a learned softmax mix of every hidden layer
-    head: HeadName = "linear"  # per-frame head: none, linear, cnn, lstm
-    head_dim: int = Field(256, ge=1)  # output width of the head (unused for none)
-    pooling: PoolingName = "mean"  # over the frames that hold the clip
-    dropout: float = Field(0.1, ge=0, lt=1)  # before the head and before the classifier
 
 
 class WhisperClassifier(nn.Module):
@@ -238,24 +220,6 @@ def build_whisper(params: WhisperParams, context: ModelContext) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------
 # whisper_seq2seq: the encoder-decoder as a recogniser over the run's characters
-
-
-class WhisperSeq2SeqParams(TransformerParams):
-    hf_config: ClassVar[str] = "WhisperConfig"
-
-    max_source_positions: int | None = Field(None, ge=1)  # encoder positions kept, 20 ms
-    #   (2 log-mel frames) each: the longest clip it hears is N / 50 s; null = the model's
-    #   own (1500 = 30 s for openai checkpoints). Every clip is padded to it, so fewer is
-    #   proportionally faster; a longer clip is an error, never cut
-    freeze_encoder: bool = False  # train only the decoder (and the token embeddings)
-    freeze_layers: int = Field(0, ge=0)  # the conv stem and the first N encoder layers are
-    #   not trained
-    max_new_tokens: int | None = Field(None, ge=1)  # longest transcript generated, in
-    #   characters; null = as many as the decoder's positions hold (max_target_positions - 1)
-    num_beams: int = Field(1, ge=1)  # 1 = greedy decoding; more = beam search (slower)
-    length_penalty: float = 1.0  # beam search: a hypothesis's log-probability is divided by
-    #   its length ** length_penalty (above 0 favours longer transcripts)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the decoder's cross-entropy
 
 
 class WhisperSeq2Seq(nn.Module):

@@ -24,15 +24,16 @@ The test manifest has ``fname``, ``path``, ``start``, ``duration``, ``gain_db``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
 from speechstack.config import Strict, TaskConfig, validate_params
+from speechstack.params import TASK_PARAMS, bind_params
+from speechstack.params.tasks import EmotionParams as EmotionParams  # crema_d, ravdess
 from speechstack.registry import Registry, import_submodules
 
 MANIFEST_COLUMNS = ["fname", "path", "start", "duration", "gain_db", "label", "target", "group"]
@@ -46,7 +47,7 @@ class DatasetError(ValueError):
 class Task(ABC):
     """A dataset layout: how to read it, its label space, its submission format."""
 
-    params_schema: ClassVar[type[Strict]]
+    params_schema: ClassVar[type[Strict]]  # the schema speechstack.params registers for it
 
     def __init__(self, data_dir: Path, params: Strict) -> None:
         self.data_dir = Path(data_dir)
@@ -117,11 +118,23 @@ class Task(ABC):
         return [cls.speaker_of(fname) for fname in fnames]
 
 
-TASKS: Registry[type[Task]] = Registry("task")
+class TaskRegistry(Registry[type[Task]]):
+    """``TASKS``: registering a task also ties its name to its ``params_schema`` in
+    ``speechstack.params.TASK_PARAMS``, where a config's ``task.params`` are validated
+    (checked against the built-in schema, or added for a task defined elsewhere)."""
+
+    def register(self, name: str) -> Callable[[type[Task]], type[Task]]:
+        add = super().register(name)
+
+        def decorator(task: type[Task]) -> type[Task]:
+            add(task)
+            bind_params(TASK_PARAMS, name, task.params_schema)
+            return task
+
+        return decorator
 
 
-def task_params_schema(name: str) -> type[Strict]:
-    return TASKS.get(name).params_schema
+TASKS: Registry[type[Task]] = TaskRegistry("task")
 
 
 def create_task(config: TaskConfig) -> Task:
@@ -186,12 +199,6 @@ def transcript_frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
     rows = {**rows, "label": [""] * count, "target": [""] * count}
     columns = [*MANIFEST_COLUMNS, "sentence"] if "sentence" in rows else MANIFEST_COLUMNS
     return manifest_frame(rows, columns)
-
-
-class EmotionParams(Strict):
-    """``task.params`` of the acted-emotion corpora (RAVDESS, CREMA-D)."""
-
-    emotions: list[str] | None = Field(None, min_length=2)  # a subset to keep (null: all)
 
 
 def label_subset(known: list[str], chosen: list[str] | None, what: str) -> list[str]:

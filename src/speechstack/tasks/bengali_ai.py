@@ -18,17 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from pydantic import Field
 
-from speechstack.config import Strict
+from speechstack.params.tasks import BengaliAIParams
 from speechstack.tasks import TASKS, DatasetError, TranscriptTask, transcript_frame
 from speechstack.tasks.manifest import read_sheet
 
 SPLITS = {"train": "train", "valid": "dev"}
-
-
-class BengaliAIParams(Strict):
-    dev_limit: int | None = Field(None, ge=1)  # valid clips kept (the first N by id; null: all)
 
 
 @TASKS.register("bengali_ai")

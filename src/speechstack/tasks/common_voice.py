@@ -17,16 +17,12 @@ from pathlib import Path
 
 import polars as pl
 
-from speechstack.config import Strict
+from speechstack.params.tasks import CommonVoiceParams
 from speechstack.tasks import TASKS, DatasetError, TranscriptTask, transcript_frame
 
 SPLITS = ("train", "dev", "test")
 REQUIRED = ("client_id", "path", "sentence")
 GROUP_COLUMNS = ("gender", "accent", "accents", "age", "locale")  # kept where present
-
-
-class CommonVoiceParams(Strict):
-    locale: str | None = None  # keep one locale's rows (a multi-locale folder); null: all
 
 
 @TASKS.register("common_voice")

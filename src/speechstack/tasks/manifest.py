@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from pydantic import Field, model_validator
 
-from speechstack.config import Strict
+from speechstack.params.tasks import ManifestParams
 from speechstack.tasks import MANIFEST_COLUMNS, TASKS, DatasetError, Task, manifest_frame
 
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
@@ -56,23 +55,6 @@ def resolve_audio(sheet_path: Path, relative: str, row: int) -> Path:
     if not resolved.is_file():
         raise DatasetError(f"{sheet_path}: row {row}: audio file {resolved} not found")
     return resolved
-
-
-class ManifestParams(Strict):
-    file: str = "manifest.csv"  # the sheet, relative to data_dir (.csv, .tsv, .xlsx)
-    sheet: str | None = None  # Excel: worksheet name (null = the first)
-    path_column: str = "path"
-    label_column: str = "label"
-    speaker_column: str | None = "speaker"  # null: no speakers (each clip its own group)
-    transcript_column: str | None = None  # kept as column `transcript`
-    group_columns: list[str] = Field(default_factory=list)  # extra report break-downs
-    labels: list[str] | None = Field(None, min_length=2)  # label order (null: sorted)
-
-    @model_validator(mode="after")
-    def _distinct_labels(self) -> ManifestParams:
-        if self.labels is not None and len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be distinct (got {self.labels})")
-        return self
 
 
 @TASKS.register("manifest")

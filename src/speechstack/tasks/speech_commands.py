@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
 from speechstack.audio import audio_info
-from speechstack.config import Strict
+from speechstack.params.tasks import SpeechCommandsParams
 from speechstack.tasks import (
     MANIFEST_COLUMNS,
     TASKS,
@@ -42,17 +40,6 @@ COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 LABELS = [*COMMANDS, "silence", "unknown"]
 NOISE_FOLDER = "_background_noise_"
 CLIP_NAME = re.compile(r"^(?P<speaker>[0-9A-Za-z]+)_nohash_(?P<index>\d+)\.wav$")
-
-
-class SpeechCommandsParams(Strict):
-    label_mode: Literal["labels", "words"] = "labels"  # train on 12 labels or on every word
-    unknown_class: bool = False  # words: one more class, `unknown`, that no word folder
-    #   feeds: train.synthetic_unknown's non-words teach it (unseen words' landing place)
-    unknown_ratio: float | None = Field(1.0, gt=0)  # unknown clips *scored* (in the folds,
-    #   validated, stacked) = ratio x mean clips per command word; the others are kept as
-    #   training-only clips (None: every unknown clip is scored)
-    silence_clips: int | None = Field(None, ge=0)  # None = mean clips per command word
-    seed: int = 0  # for choosing the scored unknown clips and the silence offsets
 
 
 @TASKS.register("speech_commands")

@@ -21,26 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from speechstack.config import Strict
+from speechstack.params.tasks import TranscriptManifestParams
 from speechstack.tasks import TASKS, DatasetError, TranscriptTask, transcript_frame
 from speechstack.tasks.manifest import RESERVED, read_sheet, resolve_audio
 
 SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "test": "test"}
-
-
-class TranscriptManifestParams(Strict):
-    file: str = "manifest.csv"  # the sheet, relative to data_dir (.csv, .tsv, .xlsx)
-    sheet: str | None = None  # Excel: worksheet name (null = the first)
-    path_column: str = "path"
-    sentence_column: str = "sentence"
-    speaker_column: str | None = "speaker"  # null: none (each clip its own group)
-    split_column: str = "split"  # used when the sheet has it (train / dev|valid / test)
-    group_columns: list[str] = Field(default_factory=lambda: ["gender"])  # those present
-    #   are kept for the per-group error rates
-    dev_fraction: float = Field(0.1, gt=0, lt=1)  # of the speakers, without a split column
-    seed: int = 0  # which speakers are dev, without a split column
 
 
 @TASKS.register("transcript_manifest")
