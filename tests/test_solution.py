@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from speechstack.cli import main
-from speechstack.config import load_config
+from speechstack.config import ConfigError, load_config
 from speechstack.fold_pool import train_folds
 from speechstack.tasks.speech_commands import LABELS
 from speechstack.train import RunMismatchError
@@ -49,6 +49,7 @@ def write_recipe(folder: Path, repo_root: Path, rounds: int) -> Path:
         "solution": {
             "experiments": [{"config": str(configs / "gru.yaml"), "set": FAMILY}],
             "pseudo_rounds": rounds,
+            "retrain_set": {"train.epochs": 10},
         },
         "pseudo": {"threshold": 0.5, "agreement": False, "max_share": 0.5},
     }
@@ -79,6 +80,8 @@ def test_solution_trains_pseudo_labels_stacks_and_submits(
     assert added["clips"] > 0 and added["from"] == "stack"
     pseudo = pl.read_csv(added["file"])
     assert set(pseudo["label"]) <= set(LABELS)
+    assert load_config(runs / "gru" / "fold0" / "config.yaml").train.epochs == 12
+    assert load_config(runs / "gru-r1" / "fold0" / "config.yaml").train.epochs == 10  # retrain_set
     for fold in range(3):
         metrics = json.loads((runs / "gru-r1" / f"fold{fold}" / "metrics.json").read_text())
         expected = pseudo.filter(pl.col("label").is_in(LABELS)).height
@@ -116,6 +119,13 @@ def test_recipe_errors_name_the_file(workdir: Path, repo_root: Path, tmp_path: P
     config = load_config(recipe)
     with pytest.raises(SolutionError, match="retrain names \\['cnn'\\]"):
         run_solution(config, recipe, [])
+
+    # the pseudo rounds' settings are checked before round 0 trains
+    data["solution"].update(retrain=None, pseudo_rounds=1, retrain_set={"train.epoch": 3})
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"train\.epoch"):
+        run_solution(load_config(recipe), recipe, [])
+    assert not (workdir / "runs").exists() and not (workdir / "folds").exists()
 
 
 def test_every_shipped_recipe_loads(repo_root: Path) -> None:

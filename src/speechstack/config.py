@@ -443,6 +443,9 @@ class SolutionConfig(Strict):
     experiments: list[SolutionExperiment] = Field(default_factory=list)
     pseudo_rounds: int = Field(0, ge=0)
     retrain: list[str] | None = None  # experiment names retrained in the pseudo rounds
+    retrain_set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides for them in
+    #   those rounds, after their own `set` (e.g. {train.epochs: 36}: a larger training side
+    #   at fewer epochs)
 
 
 class SearchDimension(Strict):

@@ -84,16 +84,28 @@ class SolutionReport:
     seconds: float = 0.0
 
 
+def _settings(values: dict[str, Any]) -> list[str]:
+    """``{"train.epochs": 36}`` -> ``["train.epochs=36"]`` (values as JSON, which YAML reads)."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
 def experiment_config(
-    recipe: Config, recipe_path: Path, index: int, overrides: list[str], extra: list[str]
+    recipe: Config,
+    recipe_path: Path,
+    index: int,
+    overrides: list[str],
+    extra: list[str],
+    retrained: bool = False,
 ) -> Config:
     """The resolved config of the recipe's ``index``-th family: its file, the recipe's
-    ``set`` for it, the command line's overrides, then ``extra`` (round settings)."""
-    entry = recipe.solution.experiments[index]
+    ``set`` for it (and ``retrain_set`` when ``retrained`` in a pseudo round), the command
+    line's overrides, then ``extra`` (round settings)."""
+    solution = recipe.solution
+    entry = solution.experiments[index]
     path = (recipe_path.parent / entry.config).resolve()
     if not path.is_file() and composed_experiment(path) is None:
         raise SolutionError(f"{recipe_path}: solution.experiments[{index}]: {path} not found")
-    sets = [f"{key}={json.dumps(value)}" for key, value in entry.set.items()]
+    sets = _settings(entry.set) + (_settings(solution.retrain_set) if retrained else [])
     dataset = [] if recipe.task.dataset is None else [f"task.dataset={recipe.task.dataset}"]
     return load_config(path, [*sets, *overrides, *dataset, *extra])
 
@@ -119,6 +131,9 @@ def run_solution(
             f"{recipe_path}: solution.retrain names {unknown}, not among the experiments {names}"
         )
     retrain = [i for i, name in enumerate(names) if name in (solution.retrain or names)]
+    if solution.pseudo_rounds:  # the rounds' settings (retrain_set) too, before any training
+        for i in retrain:
+            experiment_config(recipe, recipe_path, i, overrides, [], retrained=True)
 
     task = create_task(recipe.task)
     manifest = task.train_manifest()
@@ -153,6 +168,7 @@ def run_solution(
                 i,
                 overrides,
                 [f"experiment={names[i]}-r{number}", f"train.pseudo_labels={path}"],
+                retrained=True,
             )
             for i in retrain
         ]
