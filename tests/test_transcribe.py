@@ -98,8 +98,12 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     monkeypatch.chdir(tmp_path)
     config = repo_root / "configs" / "asr" / "ctc.yaml"
     tiny = "model.params={channels: 32, hidden_size: 32, layers: 1, dropout: 0.0}"
-    # the final transcripts by beam search with a word model of the training transcripts
-    beam = "predict.beam={width: 4, language_model: train, order: 2}"
+    # the final transcripts by beam search with a word model of the training transcripts,
+    # its weight and word bonus chosen on dev among four pairs
+    beam = (
+        "predict.beam={width: 4, language_model: train, order: 2, lm_weights: [0.0, 0.5], "
+        "word_bonuses: [0.0, 1.0]}"
+    )
     settings = ["train.epochs=4", "train.batch_size=4", "train.lr=3e-3", tiny, beam]
     args = ["train", "--config", str(config), "--data", str(corpus)]
     assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
@@ -111,6 +115,17 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_cer"] >= 0 and metrics["best_epoch"] in history["epoch"].to_list()
     assert metrics["decoding"]["width"] == 4 and (run / "lm.json").is_file()
+    tuning = metrics["beam_tuning"]
+    assert [(row["lm_weight"], row["word_bonus"]) for row in tuning] == [
+        (0.0, 0.0), (0.0, 1.0), (0.5, 0.0), (0.5, 1.0)
+    ]  # fmt: skip
+    chosen = min(tuning, key=lambda row: (row["dev_wer"], row["dev_cer"]))
+    saved_beam = load_config(run / "config.yaml").predict.beam
+    assert (saved_beam.lm_weight, saved_beam.word_bonus) == (
+        chosen["lm_weight"],
+        chosen["word_bonus"],
+    )
+    assert metrics["dev_wer"] == pytest.approx(chosen["dev_wer"])  # dev decoded with the choice
     best = history.filter(pl.col("epoch") == metrics["best_epoch"])
     assert metrics["greedy"]["dev_cer"] == pytest.approx(best["dev_cer"][0])  # same decoding
     assert set(metrics["greedy"]) == {"dev_wer", "dev_cer", "test_wer", "test_cer"}
@@ -239,6 +254,7 @@ def test_ctc_search_gets_each_clips_log_probabilities_without_padding_steps() ->
         (["model.name=whisper_seq2seq", "predict.beam.width=4"], "own model.params.num_beams"),
         (["predict.beam={width: 4, language_model: missing.arpa}"], "missing.arpa not found"),
         (["predict.beam.language_model=train"], "needs predict.beam.width > 1"),
+        (["predict.beam={width: 4, lm_weights: [0.5, 1.0]}"], "set predict.beam.language_model"),
     ],
 )
 def test_beam_settings_that_cannot_work_are_refused_before_training(

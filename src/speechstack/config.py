@@ -346,12 +346,28 @@ class BeamConfig(Strict):
     order: int = Field(3, ge=1)  # words of context + 1, of the `train` model
     lm_weight: float = Field(0.5, ge=0)  # x the LM's log-probability of each word
     word_bonus: float = 1.0  # added per word (with a language model), against short outputs
+    # tuned on the dev split after training: every pair of these (an empty list: the value
+    # above alone) decodes dev, the lowest dev WER wins (ties: lower CER, then the first) and
+    # becomes lm_weight/word_bonus of the saved run, so predict decodes with it
+    lm_weights: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list)
+    word_bonuses: list[float] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _model_needs_beams(self) -> BeamConfig:
         if self.language_model is not None and self.width == 1:
             raise ValueError("predict.beam.language_model needs predict.beam.width > 1")
+        if (self.lm_weights or self.word_bonuses) and self.language_model is None:
+            raise ValueError(
+                "predict.beam.lm_weights/word_bonuses tune a language model's weight: set "
+                "predict.beam.language_model (train, or an ARPA file) too"
+            )
         return self
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The ``(lm_weight, word_bonus)`` pairs tried on dev (one: no tuning)."""
+        weights = self.lm_weights or [self.lm_weight]
+        bonuses = self.word_bonuses or [self.word_bonus]
+        return [(weight, bonus) for weight in weights for bonus in bonuses]
 
 
 class PredictConfig(Strict):

@@ -163,6 +163,35 @@ def beam_search(
     )
 
 
+def tune_beam(
+    model: nn.Module,
+    dev: Utterances,
+    vocabulary: Vocabulary,
+    words: LanguageModel | None,
+    beam: BeamConfig,
+    references: Sequence[str],
+    batch_size: int,
+) -> tuple[BeamConfig, list[dict[str, float]]]:
+    """``beam`` with the ``(lm_weight, word_bonus)`` of ``beam.grid()`` that decodes the dev
+    split with the lowest WER (ties: lower CER, then the first pair), and every pair's dev
+    WER and CER; ``beam`` itself and no rows when there is nothing to choose. The model runs
+    once over dev for all the pairs."""
+    grid = beam.grid()
+    if len(grid) == 1 or words is None:
+        return beam, []
+    candidates = [beam.model_copy(update={"lm_weight": w, "word_bonus": b}) for w, b in grid]
+    searches = [beam_search(candidate, vocabulary, words) for candidate in candidates]
+    tried = []
+    for candidate, hypotheses in zip(
+        candidates, transcribe(model, dev, vocabulary, batch_size, searches), strict=True
+    ):
+        rates = error_rates(references, hypotheses)
+        tried.append({"lm_weight": candidate.lm_weight, "word_bonus": candidate.word_bonus,
+                      "dev_wer": rates.wer, "dev_cer": rates.cer})  # fmt: skip
+    best = min(range(len(tried)), key=lambda i: (tried[i]["dev_wer"], tried[i]["dev_cer"], i))
+    return candidates[best], tried
+
+
 def _epoch(
     model: nn.Module,
     utterances: Utterances,
@@ -305,6 +334,15 @@ def _train_transcriber(
     with atomic_path(run_dir / MODEL, ".pt") as temp:
         torch.save({"state_dict": best_state, "tokens": list(vocabulary.tokens)}, temp)
     vocabulary.save(run_dir / VOCABULARY)
+    beam, tuning = tune_beam(
+        model, dev, vocabulary, words, beam, dev_references, config.predict.batch_size
+    )
+    if tuning:  # the saved run decodes (and predict decodes) with the pair dev chose
+        config = config.model_copy(deep=True)
+        config.predict.beam = beam
+        if progress:
+            print(f"beam: lm_weight {beam.lm_weight}, word_bonus {beam.word_bonus} (lowest dev "
+                  f"WER of {len(tuning)} pairs)")  # fmt: skip
     save_config(config, run_dir / "config.yaml")
     atomic_write_frame(run_dir / "history.csv", pl.DataFrame(history))
     if words is not None and beam.language_model == "train":
@@ -338,6 +376,7 @@ def _train_transcriber(
         "dev_cer": results["dev"].cer,
         "decoding": "greedy" if search is None else beam.model_dump(),
         "greedy": greedy or None,  # the same splits by best path, beside a beam search's
+        "beam_tuning": tuning or None,  # each (lm_weight, word_bonus) pair's dev WER/CER
         "test_wer": results["test"].wer if "test" in results else None,
         "test_cer": results["test"].cer if "test" in results else None,
         "report": reported,
