@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -156,6 +157,40 @@ def test_a_tiny_recogniser_trains_through_the_cli(
     assert (
         f"WER {metrics['test_wer']:.4f}, CER {metrics['test_cer']:.4f}" in capsys.readouterr().out
     )
+
+
+def test_utterances_decoded_when_asked_match_the_kept_ones(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``audio.in_memory: false`` (a corpus larger than memory): only durations are read up
+    front, each clip is decoded when its batch comes, and the batches and transcripts are
+    those of the kept clips."""
+    from speechstack import transcribe as module
+    from speechstack.transcribe import Utterances, transcribe
+
+    manifest = task(corpus).train_manifest()
+    vocabulary = Vocabulary.build(manifest["sentence"], module.TextConfig())
+    decoded: list[str] = []
+    original = module.read_audio
+    monkeypatch.setattr(
+        module, "read_audio", lambda path, rate: decoded.append(path) or original(path, rate)
+    )
+    kept = Utterances(manifest, vocabulary, 16000, False, in_memory=True)
+    assert len(decoded) == manifest.height
+    decoded.clear()
+    streamed = Utterances(manifest, vocabulary, 16000, False, in_memory=False)
+    assert decoded == [] and len(streamed) == len(kept) and streamed.tokens == kept.tokens
+    assert list(streamed.batches(4, None)) == list(kept.batches(4, None))  # same length order
+    for a, b in zip(
+        streamed.waveforms(range(len(kept))), kept.waveforms(range(len(kept))), strict=True
+    ):
+        assert np.array_equal(a, b)
+    assert len(decoded) == manifest.height  # decoded when asked, not kept
+    config = load_config(None, [])
+    context = ModelContext(len(vocabulary), vocabulary.tokens, config.audio, config.features)
+    torch.manual_seed(0)
+    model = create_model("ctc", context, channels=16, hidden_size=16, layers=1, dropout=0.0)
+    assert transcribe(model, streamed, vocabulary, 4) == transcribe(model, kept, vocabulary, 4)
 
 
 def test_a_second_copy_of_a_transcription_run_is_refused(

@@ -63,6 +63,9 @@ class AudioConfig(Strict):
     #   null = half a window
     speaker_level: bool = False  # move each speaker's mean speech level to one reference
     #   (speakers.py): with features.norm none, level relative to the speaker's own
+    in_memory: bool = True  # speech recognition: decode every utterance once and keep it;
+    #   false: only durations are read up front and each utterance is decoded when its
+    #   batch comes (a corpus larger than memory)
 
     @model_validator(mode="after")
     def _window_fits(self) -> AudioConfig:

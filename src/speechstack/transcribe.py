@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from speechstack import interrupt
 from speechstack.artifacts import atomic_path, atomic_write_frame, atomic_write_json
-from speechstack.audio import read_audio
+from speechstack.audio import audio_info, read_audio
 from speechstack.augment import build_waveform_augment
 from speechstack.checkpoint import FoldCheckpoint, capture_random_state, restore_random_state
 from speechstack.config import BeamConfig, Config, load_config, save_config
@@ -67,27 +67,50 @@ Search = Callable[[np.ndarray], list[int]]  # one clip's log-probabilities -> it
 
 
 class Utterances:
-    """Decoded clips (float32 waveforms at the task's rate) and, where the manifest has a
-    ``sentence`` column, their token ids."""
+    """The clips of a manifest (float32 waveforms at the task's rate, by index) and, where
+    the manifest has a ``sentence`` column, their token ids. ``in_memory`` decodes every
+    clip once and keeps it; otherwise only each file's duration is read up front (to batch
+    clips of similar length) and a clip is decoded whenever it is asked for, so a corpus
+    larger than memory trains and transcribes with one batch of audio in memory."""
 
     def __init__(
-        self, manifest: pl.DataFrame, vocabulary: Vocabulary, sample_rate: int, progress: bool
+        self,
+        manifest: pl.DataFrame,
+        vocabulary: Vocabulary,
+        sample_rate: int,
+        progress: bool,
+        in_memory: bool = True,
     ) -> None:
         self.manifest = manifest
-        self.waveforms = [
-            read_audio(path, sample_rate)
-            for path in tqdm(manifest["path"], desc="decode", disable=not progress, leave=False)
-        ]
+        self.sample_rate = sample_rate
+        self.paths = list(manifest["path"])
         sentences = manifest["sentence"] if "sentence" in manifest.columns else []
         self.tokens = [vocabulary.encode(sentence) for sentence in sentences]
         empty = [name for name, ids in zip(manifest["fname"], self.tokens, strict=False) if not ids]
         if empty:
             raise ValueError(f"{len(empty)} transcripts are empty after normalisation: {empty[:3]}")
+        paths = tqdm(self.paths, desc="decode" if in_memory else "durations",
+                     disable=not progress, leave=False)  # fmt: skip
+        self._kept: list[np.ndarray] | None = None
+        if in_memory:
+            self._kept = [read_audio(path, sample_rate) for path in paths]
+            self.lengths = [len(waveform) for waveform in self._kept]
+        else:
+            self.lengths = [round(audio_info(path)[1] * sample_rate) for path in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def waveforms(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """The clips ``indices``, decoded now unless they are kept."""
+        if self._kept is not None:
+            return [self._kept[i] for i in indices]
+        return [read_audio(self.paths[i], self.sample_rate) for i in indices]
 
     def batches(self, size: int, rng: np.random.Generator | None) -> Iterator[list[int]]:
         """Indices in batches of clips of similar length; the batches in random order when
         ``rng`` is given (training), else in length order."""
-        order = np.argsort([len(w) for w in self.waveforms], kind="stable")
+        order = np.argsort(self.lengths, kind="stable")
         chunks = [order[i : i + size].tolist() for i in range(0, len(order), size)]
         if rng is not None:
             rng.shuffle(chunks)
@@ -106,11 +129,11 @@ def transcribe(
     search decodes a CTC model's log-probabilities. The model runs once per batch however
     many searches there are."""
     model.eval()
-    texts = [[""] * len(utterances.waveforms) for _ in searches]
+    texts = [[""] * len(utterances) for _ in searches]
     with torch.inference_mode():
         for indices in utterances.batches(batch_size, None):
             interrupt.check()
-            batch, lengths = pad_waveforms([utterances.waveforms[i] for i in indices])
+            batch, lengths = pad_waveforms(utterances.waveforms(indices))
             if isinstance(model, CTCModel):
                 clips = model.log_probs(batch, lengths)
                 decoded = [[(search or best_path)(clip) for clip in clips] for search in searches]
@@ -208,7 +231,7 @@ def _epoch(
     sample_rate = config.audio.sample_rate
     for indices in utterances.batches(config.train.batch_size, rng):
         interrupt.check()
-        heard = [utterances.waveforms[i] for i in indices]
+        heard = utterances.waveforms(indices)
         if augment is not None:
             heard = [augment(waveform, sample_rate).astype(np.float32) for waveform in heard]
         batch, lengths = pad_waveforms(heard)
@@ -266,10 +289,15 @@ def _train_transcriber(
     train_rows = task.train_manifest()
     vocabulary = Vocabulary.build(train_rows["sentence"], text)
     sample_rate = config.audio.sample_rate
-    train = Utterances(train_rows, vocabulary, sample_rate, progress)
-    dev = Utterances(task.dev_manifest(), vocabulary, sample_rate, progress)
+    kept = config.audio.in_memory
+    train = Utterances(train_rows, vocabulary, sample_rate, progress, kept)
+    dev = Utterances(task.dev_manifest(), vocabulary, sample_rate, progress, kept)
     test_rows = task.test_manifest()
-    test = None if test_rows is None else Utterances(test_rows, vocabulary, sample_rate, progress)
+    test = (
+        None
+        if test_rows is None
+        else Utterances(test_rows, vocabulary, sample_rate, progress, kept)
+    )
     context = ModelContext(len(vocabulary), vocabulary.tokens, config.audio, config.features,
                            config.augment.spec_augment)  # fmt: skip
     model = create_model(config.model.name, context, **config.model.params)
@@ -287,7 +315,7 @@ def _train_transcriber(
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
     )
-    steps = config.train.epochs * -(-len(train.waveforms) // config.train.batch_size)
+    steps = config.train.epochs * -(-len(train) // config.train.batch_size)
     scheduler = warmup_cosine(optimizer, steps, config.train.warmup_fraction)
     rng = np.random.default_rng(config.train.seed)
     run_dir = config.run_dir
@@ -381,7 +409,7 @@ def _train_transcriber(
         "test_cer": results["test"].cer if "test" in results else None,
         "report": reported,
         "tokens": len(vocabulary),
-        "train_utterances": len(train.waveforms),
+        "train_utterances": len(train),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.perf_counter() - started,
     }
@@ -421,7 +449,8 @@ def transcribe_manifest(
     beam = saved_config.predict.beam
     search = beam_search(beam, vocabulary, language_model(beam, Path(run_dir)))
     utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
-                            saved_config.audio.sample_rate, progress)  # fmt: skip
+                            saved_config.audio.sample_rate, progress,
+                            config.audio.in_memory)  # fmt: skip
     (sentences,) = transcribe(model, utterances, vocabulary, config.predict.batch_size, (search,))
     return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
 
