@@ -579,7 +579,7 @@ class TuneConfig(Strict):
 RESULT_NEUTRAL = {
     ("train", "num_workers"), ("train", "threads"), ("train", "parallel_folds"),
     ("train", "checkpoint"),
-    ("predict", "batch_size"), ("predict", "num_workers"),
+    ("predict", "batch_size"), ("predict", "num_workers"), ("audio", "in_memory"),
     ("runs_dir",), ("cache_dir",), ("task", "data_dir"),
     ("stack",), ("pseudo",), ("solution",), ("tune",), ("spot",), ("pretrain",),
 }  # fmt: skip
