@@ -1,8 +1,11 @@
 """The Whisper encoder-decoder recogniser (``whisper_seq2seq``): its token scheme, a tiny
 model that overfits two clips and then writes exactly their transcripts (so training and
 generation agree on the start/end tokens), the limits on clip and transcript length, a
-checkpoint folder that loads with another vocabulary, the shipped configs, and a tiny run
-through the CLI."""
+checkpoint folder that loads with another vocabulary, the shipped configs, a tiny run
+through the CLI; and with ``tokenizer: whisper`` (a tiny checkpoint with a byte-level BPE
+tokenizer in a temporary folder, no hub): the language/task prompt, labels as HF's
+fine-tuning recipe makes them, exact French and Bengali round trips, training and decoding
+after the forced prompt, a missing tokenizer named, and the same CLI run."""
 
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import WhisperConfig, WhisperForConditionalGeneration
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from speechstack.cli import main
-from speechstack.config import load_config
+from speechstack.config import ConfigError, load_config
 from speechstack.models import MODELS, ModelContext, create_model
 from speechstack.models.pretrained import PretrainedLoadError
-from speechstack.models.whisper import TINY_SEQ2SEQ_CONFIG, WhisperSeq2Seq
+from speechstack.models.whisper import TINY_SEQ2SEQ_CONFIG, WhisperBPETokenizer, WhisperSeq2Seq
 from speechstack.synth import generate_asr
+from speechstack.text import TextConfig, normalise
 
 FAMILY = "whisper_seq2seq"
 RATE = 16000
@@ -58,20 +64,27 @@ def test_token_scheme_is_the_vocabulary_plus_start_and_end() -> None:
     assert labels.tolist() == [[3, 4, 9], [5, 9, -100]]  # targets + end, padding ignored
 
 
-def test_overfits_two_clips_and_then_writes_exactly_their_transcripts() -> None:
-    model = tiny()
-    waveform, lengths = two_clips()
+def overfit(
+    model: WhisperSeq2Seq, waveform: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]
+) -> None:
+    """80 Adam steps on the two clips; the loss must fall below a fifth of its start."""
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     losses = []
     for _ in range(80):
-        loss = model.loss(waveform, lengths, TARGETS)
+        loss = model.loss(waveform, lengths, targets)
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_overfits_two_clips_and_then_writes_exactly_their_transcripts() -> None:
+    model = tiny()
+    waveform, lengths = two_clips()
+    overfit(model, waveform, lengths, TARGETS)
     model.eval()
     with torch.inference_mode():
         assert model.decode(waveform, lengths) == TARGETS  # greedy
@@ -199,8 +212,9 @@ def test_shipped_config_builds_a_small_model(task: str, repo_root: Path) -> None
     assert model.max_samples >= 8 * RATE  # the demo's 6 s clips, slowed by augmentation
 
 
+@pytest.mark.parametrize("tokenizer", ["characters", "whisper"])
 def test_a_tiny_whisper_recogniser_trains_and_predicts_through_the_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
+    tokenizer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
 ) -> None:
     corpus = generate_asr(
         tmp_path / "demo", speakers=4, holdout_speakers=2, sentences_per_speaker=3, seed=0,
@@ -208,17 +222,27 @@ def test_a_tiny_whisper_recogniser_trains_and_predicts_through_the_cli(
     )  # fmt: skip
     monkeypatch.chdir(tmp_path)
     config = str(repo_root / "configs" / "asr" / "whisper_seq2seq.yaml")
-    tiny_model = (
-        "model.params={config: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2, "
-        "encoder_ffn_dim: 64, decoder_layers: 1, decoder_attention_heads: 2, decoder_ffn_dim: 64, "
-        "max_source_positions: 400, max_target_positions: 64}, max_new_tokens: 48}"
-    )
+    if tokenizer == "characters":
+        tiny_model = (
+            "model.params={config: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2, "
+            "encoder_ffn_dim: 64, decoder_layers: 1, decoder_attention_heads: 2, "
+            "decoder_ffn_dim: 64, max_source_positions: 400, max_target_positions: 64}, "
+            "max_new_tokens: 48}"
+        )
+    else:  # predict reloads the tokenizer from the checkpoint folder the run names
+        folder = tiny_whisper_checkpoint(tmp_path / "whisper", source_positions=400,
+                                         target_positions=128)  # fmt: skip
+        tiny_model = (
+            f"model.params={{pretrained: {folder}, config: null, tokenizer: whisper, "
+            "language: french, max_new_tokens: 48}"
+        )
     settings = ["train.epochs=2", "train.batch_size=4", "train.lr=3e-3", tiny_model]
     args = ["train", "--config", config, "--data", str(corpus)]
     assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
     run = Path("runs/asr/whisper_seq2seq")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_cer"] >= 0 and metrics["parameters"] > 0
+    assert (metrics["tokens"] > 300) == (tokenizer == "whisper")  # BPE, not the characters
     test = pl.read_csv(run / "test.csv")
     # predict rebuilds the model from the run folder and writes what the run wrote
     folder = Path("incoming")
@@ -230,3 +254,201 @@ def test_a_tiny_whisper_recogniser_trains_and_predicts_through_the_cli(
     said = pl.read_csv("said.csv")
     expected = dict(zip(test["fname"], test["hypothesis"].fill_null(""), strict=True))
     assert dict(zip(said["path"], said["sentence"].fill_null(""), strict=True)) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# tokenizer: whisper (the checkpoint's own byte-level BPE and its language/task prompt)
+
+FRENCH = "Léo est allé à la gare, ce matin !"
+BENGALI = "আমি ভাত খাই।"
+BYTE_MERGES = [("Ã", "©"), ("Ġ", "l"), ("e", "s"), ("à", "¦"), ("à", "§")]  # é; " l";
+#   "es"; the first two bytes of every Bengali letter (U+0980..U+09BF and U+09C0..U+09FF)
+
+
+def whisper_special_tokens() -> list[str]:
+    """Whisper's special tokens after ``<|endoftext|>``, in the openai checkpoints' order
+    (every language, so the ids HF computes by position are the ones looked up by name)."""
+    return [
+        "<|startoftranscript|>",
+        *(f"<|{code}|>" for code in LANGUAGES),
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nocaptions|>",
+        "<|notimestamps|>",
+    ]
+
+
+def write_whisper_tokenizer(folder: Path) -> int:
+    """A tiny byte-level BPE Whisper tokenizer in the hub's file layout: ``vocab.json``
+    (the 256 byte symbols, a few merges, ``<|endoftext|>``), ``merges.txt`` and
+    ``tokenizer_config.json`` naming the special tokens; returns its number of tokens."""
+    vocabulary = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    for first, second in BYTE_MERGES:
+        vocabulary[first + second] = len(vocabulary)
+    end = vocabulary["<|endoftext|>"] = len(vocabulary)
+    special = whisper_special_tokens()
+    ids = {"<|endoftext|>": end, **{token: end + 1 + i for i, token in enumerate(special)}}
+    added = {
+        str(i): {"content": token, "special": True, "lstrip": False, "rstrip": False,
+                 "normalized": False, "single_word": False}
+        for token, i in ids.items()
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocabulary, ensure_ascii=False))
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in BYTE_MERGES)
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "WhisperTokenizer", "added_tokens_decoder": added,
+        "additional_special_tokens": special, "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }))  # fmt: skip
+    return len(vocabulary) + len(special)
+
+
+def tiny_whisper_checkpoint(
+    folder: Path, tokenizer: bool = True, source_positions: int = 50, target_positions: int = 64
+) -> Path:
+    """A randomly initialised multilingual Whisper in ``folder`` (d_model 32, one encoder
+    and one decoder layer, ``source_positions`` / 50 s of input) laid out like the openai
+    checkpoints, with their token layout and (``tokenizer``) a tiny BPE tokenizer beside it."""
+    size = write_whisper_tokenizer(folder) if tokenizer else 0
+    end = len(ByteLevel.alphabet()) + len(BYTE_MERGES)  # <|endoftext|>, then the specials
+    config = WhisperConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+        max_source_positions=source_positions, max_target_positions=target_positions,
+        vocab_size=size or end + 1 + len(whisper_special_tokens()), pad_token_id=end,
+        bos_token_id=end, eos_token_id=end, decoder_start_token_id=end + 1,
+        suppress_tokens=[1, 2], begin_suppress_tokens=[220, end],
+    )  # fmt: skip
+    torch.manual_seed(2)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def whisper_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_whisper_checkpoint(tmp_path_factory.mktemp("whisper") / "checkpoint")
+
+
+def with_whisper_tokenizer(folder: Path, **params: object) -> WhisperSeq2Seq:
+    torch.manual_seed(0)
+    settings = {"pretrained": str(folder), "config": None, "tokenizer": "whisper", **params}
+    return create_model(FAMILY, ModelContext(num_classes=CLASSES), **settings)
+
+
+def bpe(model: WhisperSeq2Seq) -> WhisperBPETokenizer:
+    tokenizer = model.text_tokenizer(TextConfig())
+    assert tokenizer is not None
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    ("language", "task", "names"),
+    [
+        ("french", "transcribe", ["<|fr|>", "<|transcribe|>"]),
+        ("BN", "translate", ["<|bn|>", "<|translate|>"]),
+        (None, "transcribe", ["<|transcribe|>"]),
+    ],
+)
+def test_the_whisper_prompt_is_start_language_task_and_no_timestamps(
+    language: str | None, task: str, names: list[str], whisper_folder: Path
+) -> None:
+    model = with_whisper_tokenizer(whisper_folder, language=language, task=task)
+    hf = WhisperTokenizer.from_pretrained(whisper_folder)
+    expected = ["<|startoftranscript|>", *names, "<|notimestamps|>"]
+    assert model.prompt == hf.convert_tokens_to_ids(expected)
+    hf.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
+    assert model.prompt == hf.prefix_tokens  # what HF's fine-tuning recipe puts before labels
+    assert model.end_id == hf.convert_tokens_to_ids("<|endoftext|>")
+    config = model.model.config
+    assert (config.decoder_start_token_id, config.eos_token_id) == (model.prompt[0], model.end_id)
+    never = set(model.generation_config.suppress_tokens)
+    assert set(model.prompt) <= never and model.end_id not in never and 220 not in never
+    # the checkpoint's vocabulary and embeddings are kept, not resized to the characters
+    saved = WhisperForConditionalGeneration.from_pretrained(whisper_folder)
+    assert config.vocab_size == saved.config.vocab_size == len(hf)
+    torch.testing.assert_close(
+        model.model.model.decoder.embed_tokens.weight, saved.model.decoder.embed_tokens.weight
+    )
+    assert model.model.proj_out.weight is model.model.model.decoder.embed_tokens.weight
+
+
+@pytest.mark.parametrize("sentence", [FRENCH, BENGALI, "l'homme peut-être <|en|>"])
+def test_whisper_labels_are_the_prompt_and_the_transcripts_bpe_ids(
+    sentence: str, whisper_folder: Path
+) -> None:
+    model = with_whisper_tokenizer(whisper_folder, language="fr")
+    tokenizer = bpe(model)
+    ids = tokenizer.encode(sentence)
+    reference = normalise(sentence)
+    assert tokenizer.text(ids) == reference  # exact round trip, Bengali and French alike
+    raw = tokenizer.tokenizer.encode(sentence, add_special_tokens=False)  # cased, punctuated
+    assert tokenizer.tokenizer.decode(raw, clean_up_tokenization_spaces=False) == sentence
+    special = set(tokenizer.tokenizer.all_special_ids)
+    assert not special & set(ids)  # a literal "<|en|>" is text
+    inputs, labels = model.teacher_forcing([ids, ids[:2]])
+    prompt, end, n = model.prompt, model.end_id, len(ids)
+    assert inputs[0].tolist() == [*prompt, *ids]
+    assert labels[0].tolist() == [*prompt[1:], *ids, end]
+    assert inputs[1].tolist() == [*prompt, *ids[:2], *[end] * (n - 2)]
+    assert labels[1].tolist() == [*prompt[1:], *ids[:2], end, *[-100] * (n - 2)]
+    # HF's Whisper fine-tuning recipe: the tokenizer's ids with the prefix, the start
+    # token dropped (the model puts it back as the first decoder input)
+    hf = WhisperTokenizer.from_pretrained(whisper_folder, language="fr", task="transcribe")
+    assert labels[0].tolist() == hf(reference, split_special_tokens=True).input_ids[1:]
+
+
+def test_whisper_tokens_train_and_decode_after_the_forced_prompt(whisper_folder: Path) -> None:
+    model = with_whisper_tokenizer(whisper_folder, language="french", max_new_tokens=24)
+    tokenizer = bpe(model)
+    sentences = ["le chat", "আমি"]
+    targets = [tokenizer.encode(sentence) for sentence in sentences]
+    waveform, lengths = two_clips()
+    overfit(model, waveform, lengths, targets)
+    model.eval()
+    with torch.inference_mode():
+        decoded = model.decode(waveform, lengths)
+        assert decoded == targets
+        assert [tokenizer.text(ids) for ids in decoded] == sentences
+        model.generation_config.num_beams = 3  # beam search from the same prompt agrees
+        assert model.decode(waveform, lengths) == targets
+        model.generation_config.num_beams = 1
+        features = model.features(waveform, lengths)
+        # Whisper's own generate with language= and task= forces the same prompt and so
+        # writes the same tokens (it returns them without the prompt)
+        written = model.model.generate(features, language="fr", task="transcribe").tolist()
+    end = model.end_id
+    assert [row[: row.index(end)] if end in row else row for row in written] == targets
+
+
+def test_untrained_whisper_decoding_writes_no_special_token(whisper_folder: Path) -> None:
+    model = with_whisper_tokenizer(whisper_folder, language="bn", max_new_tokens=6).eval()
+    waveform, lengths = two_clips()
+    with torch.inference_mode():
+        hypotheses = model.decode(waveform, lengths)
+    special = set(bpe(model).tokenizer.all_special_ids)
+    assert all(len(ids) <= 6 and not special & set(ids) for ids in hypotheses)
+
+
+def test_a_checkpoint_without_its_tokenizer_says_how_to_provide_it(tmp_path: Path) -> None:
+    folder = tiny_whisper_checkpoint(tmp_path / "weights-only", tokenizer=False)
+    with pytest.raises(PretrainedLoadError) as error:
+        with_whisper_tokenizer(folder, language="fr")
+    message = str(error.value)
+    assert str(folder) in message and "holds no Whisper tokenizer" in message
+    assert "hf download openai/whisper-tiny" in message
+    assert "WhisperTokenizer.from_pretrained('openai/whisper-tiny').save_pretrained" in message
+
+
+def test_whisper_tokenizer_settings_are_checked(whisper_folder: Path) -> None:
+    with pytest.raises(ConfigError, match="tokenizer=whisper uses the checkpoint's own"):
+        tiny(tokenizer="whisper")  # from scratch: no tokenizer to load
+    with pytest.raises(ConfigError, match="`language` and `task` are tokens of Whisper's"):
+        tiny(language="fr")
+    with pytest.raises(ValueError, match=r"'klingon' is not a Whisper language.*bn \(bengali\)"):
+        with_whisper_tokenizer(whisper_folder, language="klingon")

@@ -15,6 +15,10 @@ a CTC head emits frame by frame. Token 0 is the CTC blank, 1 stands for an unkno
 character, 2 is the word delimiter ``|`` standing for the space, then every character seen,
 sorted, so the same transcripts always give the same ids. It is saved as JSON with the
 normalisation settings, so a predict run normalises and decodes as training did.
+
+``Tokenizer`` is what a recogniser's targets and outputs are tokens of: the ``Vocabulary``,
+or a model's own (Whisper's byte-level BPE with ``whisper_seq2seq``'s ``tokenizer:
+whisper``, ``models.whisper.WhisperBPETokenizer``), which normalises with the same settings.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import Field, ValidationError
@@ -70,6 +74,18 @@ def ctc_collapse(path: Iterable[int], blank: int = 0) -> list[int]:
     """The tokens of a CTC best path (per-step ids): repeats collapsed, then blanks dropped,
     so a doubled letter survives only with a blank between its steps ("l", blank, "l")."""
     return [token for token, _ in itertools.groupby(path) if token != blank]
+
+
+class Tokenizer(Protocol):
+    """Text <-> a recogniser's token ids: ``encode`` normalises a transcript and writes its
+    ids (training targets), ``text`` turns ids a model wrote back into text in the
+    references' normalised form; ``len`` is the number of tokens."""
+
+    def __len__(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def text(self, ids: Sequence[int] | np.ndarray) -> str: ...
 
 
 VOCABULARY_FORMAT = "speechstack.vocabulary"

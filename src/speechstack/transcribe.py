@@ -3,7 +3,10 @@
 ``transcript_manifest``, ``bengali_ai``): the corpus's splits, a character vocabulary built
 from the training transcripts, training with the family's own loss (CTC, or a decoder's
 cross-entropy) and the best epoch chosen by the dev CER, and the held-out test transcribed
-and, where it has sentences, scored.
+and, where it has sentences, scored. Targets and outputs are the vocabulary's characters,
+or the model's own tokens where it has a tokenizer (``whisper_seq2seq`` with ``tokenizer:
+whisper``: Whisper's BPE, ``tokenizer_of``); either way transcripts are normalised with the
+vocabulary's settings.
 
 Writes ``runs/<dataset>/<experiment>/``: ``model.pt`` (the best epoch's weights),
 ``vocab.json`` (``text.Vocabulary``, with its normalisation settings), ``config.yaml``,
@@ -44,8 +47,9 @@ from speechstack.data import pad_waveforms
 from speechstack.lock import RunLock
 from speechstack.models import ModelContext, create_model
 from speechstack.models.ctc import CTCModel, best_path
+from speechstack.models.whisper import WhisperSeq2Seq
 from speechstack.tasks import create_task
-from speechstack.text import TextConfig, Vocabulary, normalise
+from speechstack.text import TextConfig, Tokenizer, Vocabulary, normalise
 from speechstack.train import seed_everything, warmup_cosine
 from speechstack.transcripts import (
     HYPOTHESIS,
@@ -66,6 +70,14 @@ if TYPE_CHECKING:
 Search = Callable[[np.ndarray], list[int]]  # one clip's log-probabilities -> its token ids
 
 
+def tokenizer_of(model: nn.Module, vocabulary: Vocabulary) -> Tokenizer:
+    """What ``model``'s targets and decoded ids are tokens of: its own tokenizer where it
+    has one (``whisper_seq2seq`` with ``tokenizer: whisper``: Whisper's BPE, normalising
+    with the vocabulary's settings), else the run's character ``vocabulary``."""
+    own = model.text_tokenizer(vocabulary.config) if isinstance(model, WhisperSeq2Seq) else None
+    return vocabulary if own is None else own
+
+
 class Utterances:
     """The clips of a manifest (float32 waveforms at the task's rate, by index) and, where
     the manifest has a ``sentence`` column, their token ids. ``in_memory`` decodes every
@@ -76,7 +88,7 @@ class Utterances:
     def __init__(
         self,
         manifest: pl.DataFrame,
-        vocabulary: Vocabulary,
+        tokenizer: Tokenizer,
         sample_rate: int,
         progress: bool,
         in_memory: bool = True,
@@ -85,7 +97,7 @@ class Utterances:
         self.sample_rate = sample_rate
         self.paths = list(manifest["path"])
         sentences = manifest["sentence"] if "sentence" in manifest.columns else []
-        self.tokens = [vocabulary.encode(sentence) for sentence in sentences]
+        self.tokens = [tokenizer.encode(sentence) for sentence in sentences]
         empty = [name for name, ids in zip(manifest["fname"], self.tokens, strict=False) if not ids]
         if empty:
             raise ValueError(f"{len(empty)} transcripts are empty after normalisation: {empty[:3]}")
@@ -120,14 +132,14 @@ class Utterances:
 def transcribe(
     model: nn.Module,
     utterances: Utterances,
-    vocabulary: Vocabulary,
+    tokenizer: Tokenizer,
     batch_size: int,
     searches: Sequence[Search | None] = (None,),
 ) -> list[list[str]]:
     """Every utterance's transcript under each of ``searches``, in the manifest's order:
     None is best-path decoding (a CTC model) or the model's own ``decode`` (Whisper); a
     search decodes a CTC model's log-probabilities. The model runs once per batch however
-    many searches there are."""
+    many searches there are; ``tokenizer`` (``tokenizer_of``) turns the ids into text."""
     model.eval()
     texts = [[""] * len(utterances) for _ in searches]
     with torch.inference_mode():
@@ -141,7 +153,7 @@ def transcribe(
                 decoded = [model.decode(batch, lengths)]
             for found, ids_of in zip(texts, decoded, strict=True):
                 for index, ids in zip(indices, ids_of, strict=True):
-                    found[index] = vocabulary.text(ids)
+                    found[index] = tokenizer.text(ids)
     return texts
 
 
@@ -288,19 +300,18 @@ def _train_transcriber(
     text = TextConfig()
     train_rows = task.train_manifest()
     vocabulary = Vocabulary.build(train_rows["sentence"], text)
-    sample_rate = config.audio.sample_rate
-    kept = config.audio.in_memory
-    train = Utterances(train_rows, vocabulary, sample_rate, progress, kept)
-    dev = Utterances(task.dev_manifest(), vocabulary, sample_rate, progress, kept)
-    test_rows = task.test_manifest()
-    test = (
-        None
-        if test_rows is None
-        else Utterances(test_rows, vocabulary, sample_rate, progress, kept)
-    )
     context = ModelContext(len(vocabulary), vocabulary.tokens, config.audio, config.features,
                            config.augment.spec_augment)  # fmt: skip
     model = create_model(config.model.name, context, **config.model.params)
+    tokenizer = tokenizer_of(model, vocabulary)
+    sample_rate = config.audio.sample_rate
+    kept = config.audio.in_memory
+    train = Utterances(train_rows, tokenizer, sample_rate, progress, kept)
+    dev = Utterances(task.dev_manifest(), tokenizer, sample_rate, progress, kept)
+    test_rows = task.test_manifest()
+    test = (
+        None if test_rows is None else Utterances(test_rows, tokenizer, sample_rate, progress, kept)
+    )
     beam = config.predict.beam
     if beam.width > 1 and not isinstance(model, CTCModel):
         raise ValueError(
@@ -339,7 +350,7 @@ def _train_transcriber(
     for epoch in range(first, config.train.epochs + 1):
         loss = _epoch(model, train, augment, optimizer, scheduler, config, rng)
         rates = error_rates(
-            dev_references, transcribe(model, dev, vocabulary, config.predict.batch_size)[0]
+            dev_references, transcribe(model, dev, tokenizer, config.predict.batch_size)[0]
         )
         history.append(
             {"epoch": epoch, "train_loss": loss, "dev_wer": rates.wer, "dev_cer": rates.cer}
@@ -384,7 +395,7 @@ def _train_transcriber(
             continue
         searches = (None,) if search is None else (search, None)  # None: the best path beside
         hypotheses, *best_paths = transcribe(
-            model, utterances, vocabulary, config.predict.batch_size, searches
+            model, utterances, tokenizer, config.predict.batch_size, searches
         )
         frame = _scored(utterances.manifest, hypotheses, text)
         atomic_write_frame(run_dir / f"{name}.csv", frame)
@@ -408,7 +419,7 @@ def _train_transcriber(
         "test_wer": results["test"].wer if "test" in results else None,
         "test_cer": results["test"].cer if "test" in results else None,
         "report": reported,
-        "tokens": len(vocabulary),
+        "tokens": len(tokenizer),  # characters (+ specials), or Whisper's BPE vocabulary
         "train_utterances": len(train),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.perf_counter() - started,
@@ -446,12 +457,13 @@ def transcribe_manifest(
                            saved_config.features, saved_config.augment.spec_augment)  # fmt: skip
     model = create_model(saved_config.model.name, context, **saved_config.model.params)
     model.load_state_dict(saved["state_dict"])
+    tokenizer = tokenizer_of(model, vocabulary)
     beam = saved_config.predict.beam
     search = beam_search(beam, vocabulary, language_model(beam, Path(run_dir)))
-    utterances = Utterances(manifest.drop("sentence", strict=False), vocabulary,
+    utterances = Utterances(manifest.drop("sentence", strict=False), tokenizer,
                             saved_config.audio.sample_rate, progress,
                             config.audio.in_memory)  # fmt: skip
-    (sentences,) = transcribe(model, utterances, vocabulary, config.predict.batch_size, (search,))
+    (sentences,) = transcribe(model, utterances, tokenizer, config.predict.batch_size, (search,))
     return pl.DataFrame({"path": manifest["fname"], "sentence": sentences})
 
 

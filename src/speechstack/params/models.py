@@ -214,12 +214,40 @@ class WhisperSeq2SeqParams(TransformerParams):
     freeze_encoder: bool = False  # train only the decoder (and the token embeddings)
     freeze_layers: int = Field(0, ge=0)  # the conv stem and the first N encoder layers are
     #   not trained
-    max_new_tokens: int | None = Field(None, ge=1)  # longest transcript generated, in
-    #   characters; null = as many as the decoder's positions hold (max_target_positions - 1)
+    tokenizer: Literal["characters", "whisper"] = "characters"  # what the decoder writes:
+    #   characters: the run's character vocabulary (token embeddings resized to it);
+    #   whisper: the checkpoint's own byte-level BPE tokenizer, loaded from the `pretrained`
+    #   folder, its vocabulary and embeddings kept, transcripts after the prompt
+    #   <|startoftranscript|><|language|><|task|><|notimestamps|>
+    language: str | None = None  # tokenizer whisper: the language token of the prompt, a
+    #   name or code ("bengali"/"bn", "french"/"fr"); null = no language token
+    task: Literal["transcribe", "translate"] = "transcribe"  # tokenizer whisper: the task
+    #   token of the prompt (translate: the transcripts are English translations)
+    max_new_tokens: int | None = Field(None, ge=1)  # longest transcript generated, in tokens
+    #   (characters, or BPE tokens); null = as many as the decoder's positions hold after
+    #   the prompt (max_target_positions - 1, or - 4 with the whisper tokenizer's prompt)
     num_beams: int = Field(1, ge=1)  # 1 = greedy decoding; more = beam search (slower)
     length_penalty: float = 1.0  # beam search: a hypothesis's log-probability is divided by
     #   its length ** length_penalty (above 0 favours longer transcripts)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the decoder's cross-entropy
+
+    @model_validator(mode="after")
+    def _whisper_tokenizer_settings(self) -> WhisperSeq2SeqParams:
+        if self.tokenizer == "whisper" and self.pretrained is None:
+            raise ValueError(
+                "tokenizer=whisper uses the checkpoint's own tokenizer and embeddings: set "
+                "`pretrained` (a hub name or a local folder with the weights and tokenizer "
+                "files) and config=null"
+            )
+        if self.tokenizer == "characters" and (
+            self.language is not None or self.task != "transcribe"
+        ):
+            raise ValueError(
+                "`language` and `task` are tokens of Whisper's own prompt: they need "
+                "tokenizer=whisper (with tokenizer=characters set language=null and "
+                "task=transcribe)"
+            )
+        return self
 
 
 @MODEL_PARAMS.register("ast")
