@@ -173,17 +173,32 @@ def test_a_damaged_export_is_named(tmp_path: Path) -> None:
         OnnxModel(path)
 
 
-@pytest.mark.parametrize("family", ["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper"])
-def test_other_families_export_with_parity(family: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("family", "settings"),
+    [(family, []) for family in ["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper"]]
+    + [("cnn", ["features.pcen={}"])],
+    ids=["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper", "cnn-pcen"],
+)
+def test_other_families_export_with_parity(
+    family: str, settings: list[str], tmp_path: Path
+) -> None:
+    """Two folds in one graph, the log-mel's STFT shared: each fold keeps its own
+    compression (with PCEN, each fold's own learnt parameters, made to differ here)."""
     from speechstack.export import FoldEnsemble, write_onnx
+    from speechstack.features import Pcen
     from speechstack.models import MODELS
 
-    config = load_config(None, [])
+    config = load_config(None, settings)
     context = ModelContext.of(config, [str(i) for i in range(5)])
     models = []
     for seed in range(2):
         torch.manual_seed(seed)
-        models.append(create_model(family, context, **MODELS.get(family).tiny).eval())
+        model = create_model(family, context, **MODELS.get(family).tiny).eval()
+        for module in model.modules():
+            if isinstance(module, Pcen):
+                with torch.no_grad():
+                    module.log_params.add_(torch.randn_like(module.log_params) * 0.3)
+        models.append(model)
     matrices = [np.eye(5, dtype=np.float32)] * 2
     ensemble = FoldEnsemble(models, matrices, [], 16000, share_log_mel=True)
     path = tmp_path / "model.onnx"

@@ -8,15 +8,17 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 
 from speechstack.audio import read_audio
-from speechstack.config import FeatureConfig, SpecAugmentConfig
+from speechstack.config import FeatureConfig, PcenConfig, SpecAugmentConfig
 from speechstack.features import (
     FrequencyNorm,
     Lifter,
     LogMel,
     LogMelFrontEnd,
+    Pcen,
     SpecAugment,
     frame_count,
 )
@@ -91,6 +93,48 @@ def test_frames_are_one_plus_samples_over_hop(samples: int) -> None:
     features = LogMel(FeatureConfig(), RATE)(torch.zeros(2, samples))
     assert features.shape == (2, 64, 1 + samples // 160)
     assert frame_count(samples, 160) == 1 + samples // 160
+
+
+@pytest.mark.parametrize("source", ["speech", "white-noise"])
+def test_pcen_matches_librosa(request: pytest.FixtureRequest, source: str) -> None:
+    """``Pcen`` on librosa's mel power equals ``librosa.pcen`` (same gain, bias, power,
+    time constant and eps) started from the first frame's steady state."""
+    waveform = request.getfixturevalue("speech") if source == "speech" else white_noise()
+    power = librosa.feature.melspectrogram(
+        y=waveform, sr=RATE, n_fft=512, hop_length=160, win_length=400, n_mels=64,
+        fmin=20, fmax=8000, center=True, pad_mode="constant", power=2.0,
+    ).astype(np.float64)  # fmt: skip
+    config = PcenConfig()
+    pcen = Pcen(config, 64, RATE / 160)
+    start = scipy.signal.lfilter_zi([pcen.b], [1, pcen.b - 1])[None, :] * power[:, :1]
+    expected = librosa.pcen(
+        power, sr=RATE, hop_length=160, gain=config.alpha, bias=config.delta,
+        power=config.r, time_constant=config.time_constant, eps=config.eps, zi=start,
+    )  # fmt: skip
+    with torch.no_grad():
+        actual = pcen(torch.from_numpy(power.T.astype(np.float32))[None])[0].numpy()
+    assert actual.shape == expected.shape
+    assert np.abs(actual - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_pcen_removes_a_stationary_level_and_learns_per_band() -> None:
+    """Stationary noise 40 dB quieter comes out near the same values (the running average
+    divides the level away, where dB shifts every cell by 40); the per-band parameters
+    get gradients when trainable and stay buffers when not; the exportable front-end
+    agrees."""
+    noise = torch.from_numpy(white_noise())[None]
+    config = FeatureConfig(pcen=PcenConfig())
+    log_mel = LogMel(config, RATE)
+    quiet, loud = log_mel(noise * 0.01), log_mel(noise)
+    assert (quiet - loud).abs().mean() < 0.3 * loud.std()  # 40 dB apart in dB
+    loud.sum().backward()
+    assert log_mel.compress.log_params.grad.shape == (3, 64)
+    with torch.no_grad():
+        assert torch.allclose(log_mel.exportable()(noise), loud, atol=1e-5)
+    fixed = LogMel(FeatureConfig(pcen=PcenConfig(trainable=False)), RATE)
+    assert not list(fixed.parameters())
+    with pytest.raises(ValueError, match="lifter"):
+        FeatureConfig(pcen=PcenConfig(), lifter=20)
 
 
 def test_log_mel_of_silence_is_the_floor_not_nan() -> None:

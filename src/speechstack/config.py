@@ -98,6 +98,24 @@ class AudioConfig(Strict):
         return max(1, round(self.sample_rate * self.window_hop_seconds))
 
 
+class PcenConfig(Strict):
+    """Per-channel energy normalisation (Wang et al. 2017, "Trainable frontend for robust and
+    far-field keyword spotting") in place of the dB scale: each mel band's power ``E`` is
+    divided by its own running average ``M`` (an exponential moving average over
+    ``time_constant`` seconds, started at the first frame), then compressed:
+    ``(E / (eps + M)**alpha + delta)**r - delta**r``. Stationary noise and a room's tail
+    raise ``M`` and so are divided away, where the dB scale only shifts them; onsets stand
+    out. With ``trainable`` the per-band ``alpha``, ``delta`` and ``r`` are learnt (in log
+    space, from these values)."""
+
+    time_constant: float = Field(0.4, gt=0)  # seconds of the smoother
+    alpha: float = Field(0.98, gt=0)  # gain normalisation strength (1: full)
+    delta: float = Field(2.0, gt=0)  # bias before the root compression
+    r: float = Field(0.5, gt=0, le=1)  # root compression exponent
+    eps: float = Field(1e-6, gt=0)  # floor of the smoother (silence)
+    trainable: bool = True
+
+
 class FeatureConfig(Strict):
     """Log-mel spectrogram settings (computed in torch on the model's device)."""
 
@@ -116,6 +134,9 @@ class FeatureConfig(Strict):
     # (formants: what words are made of), the pitch harmonics and fine structure go (what
     # one voice has and another lacks); None = the log-mel as computed
     lifter: int | None = Field(None, gt=0)
+    # per-channel energy normalisation of the mel power instead of the dB scale (PcenConfig);
+    # None = log-mel in dB
+    pcen: PcenConfig | None = None
 
     @model_validator(mode="after")
     def _window_fits(self) -> FeatureConfig:
@@ -123,6 +144,8 @@ class FeatureConfig(Strict):
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
         if self.lifter is not None and self.lifter > self.n_mels:
             raise ValueError(f"lifter ({self.lifter}) must be <= n_mels ({self.n_mels})")
+        if self.lifter is not None and self.pcen is not None:
+            raise ValueError("lifter works on dB values: it cannot be combined with pcen")
         return self
 
 

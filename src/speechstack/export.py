@@ -36,7 +36,7 @@ from speechstack.artifacts import atomic_path
 from speechstack.config import Config, TtaView
 from speechstack.data import ClipDataset
 from speechstack.exported import EXPORT_FOLDER, FLOAT_MODEL, INT8_MODEL, ExportError, OnnxModel
-from speechstack.features import LogMel
+from speechstack.features import DftLogMel, LogMel
 from speechstack.folds import fold_count, read_folds
 from speechstack.inference import load_fold_model, window_probabilities
 from speechstack.models import model_trainer
@@ -49,21 +49,26 @@ CALIBRATION_CLIPS = 256  # training clips that calibrate static int8 quantisatio
 Quantize = Literal["static", "dynamic"]
 
 
-class _Given(nn.Module):
-    """Stands in for a fold's ``LogMel`` when the ensemble computed the log-mel once: the
-    fold model is then called with the log-mel in place of the waveform."""
+class _SharedMelPower(nn.Module):
+    """The mel power of an experiment's ``LogMel`` in export form, computed once for every
+    fold: the folds share the STFT and filterbank (same feature settings), each then
+    applies its own compression (dB, or its own learnt PCEN)."""
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
+    def __init__(self, exportable: DftLogMel) -> None:
+        super().__init__()
+        self.exportable = exportable
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.exportable.mel_power(waveform)
 
 
 class FoldEnsemble(nn.Module):
     """Waveform windows ``(batch, samples)`` -> label probabilities ``(batch, labels)``: the
     mean over ``views`` and fold models of ``softmax(logits) @ class_to_label``.
 
-    With ``share_log_mel``, every fold's ``LogMel`` is computed once per view in its export
-    form (the folds of one experiment have the same feature settings); otherwise each fold
-    computes its own (still in export form)."""
+    With ``share_log_mel``, the mel power of every fold's ``LogMel`` is computed once per view
+    in its export form (the folds of one experiment have the same feature settings) and
+    each fold compresses it; otherwise each fold computes its own (still in export form)."""
 
     def __init__(
         self,
@@ -96,8 +101,9 @@ class FoldEnsemble(nn.Module):
 
 
 def _replace_log_mels(model: nn.Module, share: bool) -> nn.Module | None:
-    """Swap every ``LogMel`` of ``model`` for its export form, or (``share``) for ``_Given``;
-    returns the export form of the (first) one replaced."""
+    """Swap every ``LogMel`` of ``model`` for its export form, or (``share``) for its own
+    compression step alone (the model is then called with the mel power in place of the
+    waveform); returns the shared mel power of the (first) one replaced."""
     found: nn.Module | None = None
     for name, module in list(model.named_modules()):
         if not isinstance(module, LogMel):
@@ -105,8 +111,8 @@ def _replace_log_mels(model: nn.Module, share: bool) -> nn.Module | None:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         exportable = module.exportable()
-        found = found or exportable
-        setattr(parent, child, _Given() if share else exportable)
+        found = found or _SharedMelPower(exportable)
+        setattr(parent, child, exportable.compress if share else exportable)
     return found
 
 

@@ -13,15 +13,65 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechstack.config import FeatureConfig, SpecAugmentConfig
+from speechstack.config import FeatureConfig, PcenConfig, SpecAugmentConfig
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
+
+
+class Decibels(nn.Module):
+    """Mel power ``(batch, frames, n_mels)`` -> dB ``(batch, n_mels, frames)`` (10·log10 of
+    power, ref 1.0, floored at ``AMIN`` as librosa's ``power_to_db``)."""
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+
+
+class Pcen(nn.Module):
+    """Mel power ``(batch, frames, n_mels)`` -> per-channel energy normalised
+    ``(batch, n_mels, frames)`` (``PcenConfig``). The smoother ``M`` is the IIR filter
+    ``M[t] = b·E[t] + (1 - b)·M[t - 1]``, ``M[-1] = E[0]`` (librosa's ``pcen`` with its
+    state scaled to the first frame, so the start does not depend on the recording's
+    level), computed as one product with a lower-triangular matrix of the filter's
+    impulse response: no loop over frames, and an exported graph holds it as a constant.
+    """
+
+    def __init__(self, config: PcenConfig, n_mels: int, frames_per_second: float) -> None:
+        super().__init__()
+        t_frames = config.time_constant * frames_per_second
+        self.b = (math.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)  # as librosa
+        self.eps = config.eps
+        initial = torch.log(torch.tensor([config.alpha, config.delta, config.r]))
+        initial = initial[:, None].expand(3, n_mels).clone()  # log alpha, log delta, log r
+        if config.trainable:
+            self.log_params = nn.Parameter(initial)
+        else:
+            self.register_buffer("log_params", initial)
+        self._smoothers: dict[tuple[int, str], torch.Tensor] = {}
+
+    def smoother(self, frames: int, device: torch.device) -> torch.Tensor:
+        """``(frames, frames)``: ``M[:, t] = E[:, j] @ W[j, t]`` (cached per length)."""
+        key = (frames, str(device))
+        if key not in self._smoothers:
+            lag = torch.arange(frames, dtype=torch.float64)
+            lag = lag[None, :] - lag[:, None]  # t - j
+            weights = torch.where(lag >= 0, self.b * (1 - self.b) ** lag.clamp_min(0), 0.0)
+            weights[0] += (1 - self.b) ** (torch.arange(frames, dtype=torch.float64) + 1)
+            self._smoothers[key] = weights.float().to(device)
+        return self._smoothers[key]
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        mel = mel.transpose(1, 2)  # (batch, n_mels, frames)
+        smooth = mel @ self.smoother(mel.shape[-1], mel.device)
+        alpha, delta, r = self.log_params.exp()[..., None]  # each (n_mels, 1)
+        gain = (self.eps + smooth).pow(-alpha)
+        return (mel * gain + delta).pow(r) - delta.pow(r)
 
 
 class LogMel(nn.Module):
     """Waveform ``(batch, samples)`` at ``sample_rate`` Hz -> log-mel ``(batch, n_mels, frames)``
     in dB (10·log10 of power, ref 1.0), frames = 1 + samples // hop_length (centred,
-    zero-padded STFT, as librosa).
+    zero-padded STFT, as librosa); with ``config.pcen`` the mel power is normalised by
+    ``Pcen`` instead of the dB scale.
 
     The arithmetic of ``torch.stft`` + ``|.|²`` + filterbank matmul, arranged for speed: the
     frames are windowed and ``rfft``-ed directly; the power is ``re² + im²`` of the real view
@@ -59,6 +109,11 @@ class LogMel(nn.Module):
         window = F.pad(window, (left, config.n_fft - config.win_length - left))
         self.register_buffer("window", window, persistent=False)
         self.bands = _filterbank_bands(self.filterbank, self.MELS_PER_BAND)
+        self.compress: nn.Module = (
+            Pcen(config.pcen, config.n_mels, sample_rate / config.hop_length)
+            if config.pcen is not None
+            else Decibels()
+        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=waveform.device.type, enabled=False):
@@ -88,7 +143,7 @@ class LogMel(nn.Module):
             ],
             dim=-1,
         )  # (batch, frames, n_mels)
-        return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+        return self.compress(mel)
 
     def exportable(self) -> DftLogMel:
         """The same log-mel in operators every ONNX runtime has (``export.py``)."""
@@ -119,8 +174,13 @@ class DftLogMel(nn.Module):
         basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
         self.register_buffer("basis", basis.T.float().contiguous(), persistent=False)
         self.register_buffer("filterbank", log_mel.filterbank.T.contiguous(), persistent=False)
+        self.compress = log_mel.compress
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.compress(self.mel_power(waveform))
+
+    def mel_power(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` -> mel power ``(batch, frames, n_mels)``, before compression."""
         samples = waveform.shape[-1]
         frames = frame_count(samples, self.hop_length)
         before = self.n_fft // 2 - self.first_tap
@@ -132,8 +192,7 @@ class DftLogMel(nn.Module):
         )  # (frames, taps): a constant of the exported graph
         spectrum = padded[:, index] @ self.basis  # (batch, frames, 2 * bins)
         real, imaginary = spectrum[..., : self.bins], spectrum[..., self.bins :]
-        mel = (real * real + imaginary * imaginary) @ self.filterbank  # (batch, frames, n_mels)
-        return (10.0 * torch.log10(mel.clamp_min(AMIN))).transpose(1, 2)
+        return (real * real + imaginary * imaginary) @ self.filterbank
 
 
 def warp_frequencies(power: torch.Tensor, p: float, warp: float) -> torch.Tensor:
