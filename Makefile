@@ -97,7 +97,7 @@ predict: $(STAMP) ## CSV of label + probabilities for every audio file in AUDIO,
 export: $(STAMP) ## MODEL's fold models (all trained) as one ONNX graph, waveform in, label probabilities out: runs/<task>/<experiment>/export/model.onnx; QUANTIZE=static|dynamic adds model.int8.onnx
 	$(CLI) export $(COMMON) $(if $(QUANTIZE),--quantize $(QUANTIZE)) $(if $(NO_TTA),--no-tta) $(if $(FOLDS),--folds $(FOLDS))
 
-spot: $(STAMP) ## keywords in AUDIO (a long recording or a folder of them) by MODEL's run (EXP=, RUNTIME=onnx): a CSV of detections (+ PLOT=1: a PNG per file; ANSWERS=: precision/recall)
+spot: $(STAMP) ## keywords in AUDIO (a long recording or a folder of them) by MODEL's run (EXP=, RUNTIME=onnx) or SOURCE= (a stack: its members combined): a CSV of detections (+ PLOT=1: a PNG per file; ANSWERS=: precision/recall)
 	$(CLI) spot $(COMMON) $(AUDIO) --runtime $(RUNTIME) $(if $(SOURCE),--source $(SOURCE)) $(if $(OUT),--out $(OUT)) $(if $(PLOT),--plot) $(if $(ANSWERS),--answers $(ANSWERS))
 
 distill: $(STAMP) ## train configs/TASK/student.yaml on the soft labels of TEACHER (default: its train.distill.teacher) on every fold, then export fold 0 (or FOLDS=) with its views, int8: the file to ship

@@ -20,7 +20,12 @@ from speechstack.cli import main
 from speechstack.config import load_config, save_config
 from speechstack.exported import ExportError, OnnxModel
 from speechstack.features import LogMel
-from speechstack.inference import audio_manifest, load_fold_model, window_probabilities
+from speechstack.inference import (
+    PredictError,
+    audio_manifest,
+    load_fold_model,
+    window_probabilities,
+)
 from speechstack.models import ModelContext, create_model
 from speechstack.tasks import create_task
 
@@ -229,6 +234,45 @@ def test_spot_writes_detections_and_scores_them(
     assert Path(f"spot/found-{first.stem}.png").stat().st_size > 0
     assert "precision" in out and "recall" in out
     assert audio_manifest(long).height == len(list(long.glob("*.wav")))
+
+
+def test_spot_with_a_stack_combines_its_members(
+    trained_run: list[str], tiny_speech_commands: Path
+) -> None:
+    """``spot --source <stack>``: every member scores the windows and the stack's kept
+    source combines them (here the mean of the trained run and a perturbed copy)."""
+    import json
+
+    from speechstack.inference import spot_files
+    from speechstack.stack import STACKER_SPEC, member_columns
+
+    config = load_config(Path(trained_run[1]), trained_run[3::2])
+    labels = create_task(config.task).labels
+    runs = config.task_runs_dir
+    shutil.copytree(runs / config.experiment, runs / "other")
+    for saved in sorted((runs / "other").glob("fold*/model.pt")):
+        state = torch.load(saved, weights_only=False)
+        generator = torch.Generator().manual_seed(1)
+        for key, tensor in state["state_dict"].items():
+            if tensor.is_floating_point() and "running_" not in key:  # weights, not statistics
+                tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.5)
+        torch.save(state, saved)
+    members = [config.experiment, "other"]
+    (runs / "stack").mkdir()
+    (runs / "stack" / STACKER_SPEC).write_text(json.dumps({
+        "experiments": members, "labels": labels, "selected": "mean",
+        "features": [c for name in members for c in member_columns(name, labels)],
+    }))  # fmt: skip
+    recording = sorted((tiny_speech_commands / "demo_long").glob("*.wav"))[0]
+    found = {
+        source: spot_files(config, source, recording, labels, progress=False)[recording.name]
+        for source in [*members, "stack"]
+    }
+    own, other, stack = (found[source].scores for source in [*members, "stack"])
+    assert np.abs(own - other).max() > 0.05  # the members differ ...
+    assert np.allclose(stack, (own + other) / 2, atol=1e-5)  # ... and the stack is their mean
+    with pytest.raises(PredictError, match="no such run"):
+        spot_files(config, "missing", recording, labels, progress=False)
 
 
 def test_submission_through_the_exported_model(

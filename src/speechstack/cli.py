@@ -795,7 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
     spot = verb("spot", cmd_spot, "keywords in recordings of any length (CSV of detections)")
     _add_config_arguments(spot)
     spot.add_argument("path", help="an audio file, or a folder of them (recursive)")
-    spot.add_argument("--source", help="the experiment (default: the config's)")
+    spot.add_argument(
+        "--source", help="an experiment, or a stack (its members combined; default: the config's)"
+    )
     spot.add_argument("--out", help="CSV (default runs/<task>/<source>/spot/detections.csv)")
     spot.add_argument("--plot", action="store_true", help="a PNG of the scores per file")
     spot.add_argument("--answers", help="CSV of file,start,end,label to score the detections")

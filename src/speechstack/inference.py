@@ -34,7 +34,7 @@ from speechstack.data import prediction_loader, unreadable_clips
 from speechstack.exported import exported_probabilities
 from speechstack.models import ModelContext, create_model
 from speechstack.speakers import levelled
-from speechstack.spot import SpotResult, spot_recording
+from speechstack.spot import ScoreWindows, SpotResult, spot_recording
 from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
 from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
 from speechstack.tta import adapt_batch_norm, apply_view, views_or_identity
@@ -319,6 +319,34 @@ def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, 
     return float((joined["label"] == joined["predicted"]).mean()), joined.height
 
 
+def window_scorer(
+    config: Config, experiment: str, labels: list[str], runtime: Runtime
+) -> ScoreWindows:
+    """``(n, window_samples)`` float32 windows -> ``(n, len(labels))`` label probabilities of
+    ``experiment``: its PyTorch fold models with its test-time views, or its exported
+    model (``runtime`` ``onnx`` / ``onnx-int8``, checked against the labels and audio)."""
+    from speechstack.exported import OnnxModel, exported_path
+
+    audio = config.audio
+    if runtime != "torch":
+        model = OnnxModel(exported_path(config, experiment, runtime))
+        model.check(labels, audio.sample_rate, audio.clip_samples)
+        return model
+    run_dir = config.task_runs_dir / experiment
+    folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
+    if not folds:
+        raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
+    loaded = [load_fold_model(folder, torch.device("cpu")) for folder in folds]
+    models = [(model, class_to_label) for model, _, class_to_label in loaded]
+    views = loaded[0][1].predict.tta
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(windows)
+        return window_probabilities(models, views, audio.sample_rate, tensor).numpy()
+
+    return score
+
+
 def spot_files(
     config: Config,
     source: str,
@@ -327,11 +355,13 @@ def spot_files(
     runtime: Runtime = "torch",
     progress: bool = True,
 ) -> dict[str, SpotResult]:
-    """Keywords in recordings of any length (``speechstack spot``): experiment ``source``'s
-    fold models (or its exported model) slid over ``target`` (an audio file, or every audio
-    file below a folder; ``spot.spot_recording``), by file name relative to the folder."""
-    from speechstack.exported import OnnxModel, exported_path
-    from speechstack.stack import stack_members
+    """Keywords in recordings of any length (``speechstack spot``): ``source``'s windows
+    slid over ``target`` (an audio file, or every audio file below a folder;
+    ``spot.spot_recording``), by file name relative to the folder. ``source`` is an
+    experiment (its fold models, or its exported model) or a stack: each member scores the
+    windows and the stack's kept source (the mean, a member or the LightGBM stackers)
+    combines them, as for clips."""
+    from speechstack.stack import apply_stack, member_columns, stack_members
 
     target = Path(target)
     if target.is_dir():
@@ -340,25 +370,27 @@ def spot_files(
     else:
         paths = {target.name: target}
     run_dir = config.task_runs_dir / source
-    if stack_members(run_dir) is not None:
-        raise PredictError(f"{run_dir} is a stack: spot with one experiment (--source)")
-    audio = config.audio
-    if runtime == "torch":
-        folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
-        if not folds:
-            raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
-        loaded = [load_fold_model(folder, torch.device("cpu")) for folder in folds]
-        models = [(model, class_to_label) for model, _, class_to_label in loaded]
-        views = loaded[0][1].predict.tta
+    if not run_dir.is_dir():
+        raise PredictError(f"{run_dir}: no such run (train or stack it first)")
+    members = stack_members(run_dir)
+    if members is None:
+        score = window_scorer(config, source, labels, runtime)
+    else:
+        scorers = {name: window_scorer(config, name, labels, runtime) for name in members}
 
         def score(windows: np.ndarray) -> np.ndarray:
-            tensor = torch.from_numpy(windows)
-            return window_probabilities(models, views, audio.sample_rate, tensor).numpy()
+            features = pl.DataFrame(
+                {
+                    column_name: column
+                    for name, scorer in scorers.items()
+                    for column_name, column in zip(
+                        member_columns(name, labels), scorer(windows).T, strict=True
+                    )
+                }
+            )
+            return apply_stack(run_dir, features).astype(np.float32)
 
-    else:
-        model = OnnxModel(exported_path(config, source, runtime))
-        model.check(labels, audio.sample_rate, audio.clip_samples)
-        score = model
+    audio = config.audio
     results = {}
     for name, path in tqdm(paths.items(), desc="spot", unit="file", disable=not progress):
         waveform = read_audio(path, audio.sample_rate)
