@@ -123,7 +123,7 @@ submit: $(STAMP) ## upload the newest submission (or FILE) with the kaggle CLI; 
 pseudo: $(STAMP) ## confident test clips of SOURCE (default the stack) -> runs/<task>/pseudo/round<r>.csv for the next round
 	$(CLI) pseudo $(COMMON) $(if $(SOURCE),--set pseudo.source=$(SOURCE))
 
-solution: $(STAMP) ## the recipe in one command (configs/TASK/solution-PRESET.yaml, PRESET=cpu|gpu): families, pseudo round, stack, submission
+solution: $(STAMP) ## the recipe in one command (configs/TASK/solution-PRESET.yaml, PRESET=cpu|gpu): families, pseudo rounds (where the preset has them), stack, submission
 	$(MAKE) --no-print-directory data-demo
 	$(CLI) solution --config configs/$(TASK)/solution-$(PRESET).yaml --data $(DATA) $(foreach s,$(SET),--set $(s))
 	@if [ "$(TASK)" != speech_commands ] && [ -f "$(DATA)/demo_holdout/answers.csv" ]; then \
