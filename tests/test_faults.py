@@ -170,7 +170,11 @@ def finished_folds(config: Config) -> list[int]:
     return [k for k in range(3) if (fold_dir(config, k) / "metrics.json").is_file()]
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signal_number",
+    # SIGTERM takes the same stop path after its handler: `slow` keeps `make test` short
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+)
 def test_ctrl_c_stops_train_promptly_and_a_rerun_ends_as_an_uninterrupted_run(
     tiny_config, repo_root: Path, signal_number: int
 ) -> None:
