@@ -35,6 +35,8 @@ class Pcen(nn.Module):
     impulse response: no loop over frames, and an exported graph holds it as a constant.
     """
 
+    CACHED_LENGTHS = 8  # smoother matrices kept (one per input length and device)
+
     def __init__(self, config: PcenConfig, n_mels: int, frames_per_second: float) -> None:
         super().__init__()
         t_frames = config.time_constant * frames_per_second
@@ -52,6 +54,8 @@ class Pcen(nn.Module):
         """``(frames, frames)``: ``M[:, t] = E[:, j] @ W[j, t]`` (cached per length)."""
         key = (frames, str(device))
         if key not in self._smoothers:
+            if len(self._smoothers) >= self.CACHED_LENGTHS:  # variable-length batches (ASR):
+                self._smoothers.clear()  # frames² floats each, so only a few are kept
             lag = torch.arange(frames, dtype=torch.float64)
             lag = lag[None, :] - lag[:, None]  # t - j
             weights = torch.where(lag >= 0, self.b * (1 - self.b) ** lag.clamp_min(0), 0.0)
