@@ -273,7 +273,7 @@ def source_probabilities(
     """Label probabilities ``(clips, labels)`` of ``source`` (an experiment, or a stack: its
     members, then its saved stackers) for every clip of ``manifest``, with the PyTorch fold
     models or (``runtime`` ``onnx`` / ``onnx-int8``) each experiment's exported model."""
-    from speechstack.stack import apply_stack, member_columns, stack_members
+    from speechstack.stack import apply_stack, stack_members
 
     source_dir = config.task_runs_dir / source
     if not source_dir.is_dir():
@@ -290,16 +290,21 @@ def source_probabilities(
     experiments = stack_members(source_dir)
     if experiments is None:
         return experiment(source)
-    features = pl.DataFrame(
+    return apply_stack(source_dir, member_frame({n: experiment(n) for n in experiments}, labels))
+
+
+def member_frame(probabilities: dict[str, np.ndarray], labels: list[str]) -> pl.DataFrame:
+    """The stacker's input: each member's ``(rows, labels)`` probabilities as its
+    ``<experiment>:<label>`` columns (``stack.member_columns``)."""
+    from speechstack.stack import member_columns
+
+    return pl.DataFrame(
         {
             column_name: column
-            for name in experiments
-            for column_name, column in zip(
-                member_columns(name, labels), experiment(name).T, strict=True
-            )
+            for name, matrix in probabilities.items()
+            for column_name, column in zip(member_columns(name, labels), matrix.T, strict=True)
         }
     )
-    return apply_stack(source_dir, features)
 
 
 def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, int]:
@@ -361,7 +366,7 @@ def spot_files(
     experiment (its fold models, or its exported model) or a stack: each member scores the
     windows and the stack's kept source (the mean, a member or the LightGBM stackers)
     combines them, as for clips."""
-    from speechstack.stack import apply_stack, member_columns, stack_members
+    from speechstack.stack import apply_stack, stack_members
 
     target = Path(target)
     if target.is_dir():
@@ -379,16 +384,8 @@ def spot_files(
         scorers = {name: window_scorer(config, name, labels, runtime) for name in members}
 
         def score(windows: np.ndarray) -> np.ndarray:
-            features = pl.DataFrame(
-                {
-                    column_name: column
-                    for name, scorer in scorers.items()
-                    for column_name, column in zip(
-                        member_columns(name, labels), scorer(windows).T, strict=True
-                    )
-                }
-            )
-            return apply_stack(run_dir, features).astype(np.float32)
+            scored = {name: scorer(windows) for name, scorer in scorers.items()}
+            return apply_stack(run_dir, member_frame(scored, labels)).astype(np.float32)
 
     audio = config.audio
     results = {}
