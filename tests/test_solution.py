@@ -50,6 +50,7 @@ def write_recipe(folder: Path, repo_root: Path, rounds: int) -> Path:
             "experiments": [{"config": str(configs / "gru.yaml"), "set": FAMILY}],
             "pseudo_rounds": rounds,
             "retrain_set": {"train.epochs": 10},
+            "warm_start": True,
         },
         "pseudo": {"threshold": 0.5, "agreement": False, "max_share": 0.5},
     }
@@ -81,7 +82,9 @@ def test_solution_trains_pseudo_labels_stacks_and_submits(
     pseudo = pl.read_csv(added["file"])
     assert set(pseudo["label"]) <= set(LABELS)
     assert load_config(runs / "gru" / "fold0" / "config.yaml").train.epochs == 12
-    assert load_config(runs / "gru-r1" / "fold0" / "config.yaml").train.epochs == 10  # retrain_set
+    retrained = load_config(runs / "gru-r1" / "fold0" / "config.yaml")
+    assert retrained.train.epochs == 10  # retrain_set
+    assert retrained.train.init_from == "gru"  # warm_start: round 1 fine-tunes round 0
     for fold in range(3):
         metrics = json.loads((runs / "gru-r1" / f"fold{fold}" / "metrics.json").read_text())
         expected = pseudo.filter(pl.col("label").is_in(LABELS)).height

@@ -342,6 +342,10 @@ class TrainConfig(Strict):
     # spliced to another clip's second half) labelled with the task's `unknown` class: the
     # model learns a place for speech that is no word it knows (data.SyntheticUnknown)
     synthetic_unknown: float = Field(0.0, ge=0, lt=1)
+    # an experiment of the task whose fold k best weights start fold k (a warm start: a
+    # pseudo round fine-tunes the round before instead of training from nothing); its fold
+    # must have validated exactly this fold's clips and learnt the same classes
+    init_from: str | None = None
     distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @model_validator(mode="after")
@@ -488,6 +492,10 @@ class SolutionConfig(Strict):
     retrain_set: dict[str, Any] = Field(default_factory=dict)  # dotted overrides for them in
     #   those rounds, after their own `set` (e.g. {train.epochs: 36}: a larger training side
     #   at fewer epochs)
+    # each retrained family's fold k starts from its previous round's fold k (train.init_from):
+    # a round fine-tunes (retrain_set then sets its few epochs and lower lr) instead of
+    # training from nothing
+    warm_start: bool = False
 
 
 class SearchDimension(Strict):

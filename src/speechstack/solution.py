@@ -10,7 +10,8 @@ families (experiment files plus overrides) and the number of pseudo-label rounds
    best is kept;
 3. each pseudo round r: the kept source's confident test clips (``pseudo`` settings) join
    the training side of every fold, the ``retrain`` families train again as
-   ``<experiment>-r<r>``, and ``stack-r<r>`` stacks them with every earlier round's
+   ``<experiment>-r<r>`` (from nothing, or with ``solution.warm_start`` fine-tuned from
+   their round r-1 fold models), and ``stack-r<r>`` stacks them with every earlier round's
    families (so a round that does not help is simply not kept);
 4. the last stack's kept source writes the submission.
 
@@ -30,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from speechstack.artifacts import atomic_write_json, read_frame
-from speechstack.config import Config, composed_experiment, load_config
+from speechstack.config import Config, SolutionConfig, composed_experiment, load_config
 from speechstack.fold_pool import train_folds
 from speechstack.folds import write_folds
 from speechstack.pseudo import (
@@ -167,7 +168,11 @@ def run_solution(
                 recipe_path,
                 i,
                 overrides,
-                [f"experiment={names[i]}-r{number}", f"train.pseudo_labels={path}"],
+                [
+                    f"experiment={names[i]}-r{number}",
+                    f"train.pseudo_labels={path}",
+                    *_warm_start(solution, names[i], number),
+                ],
                 retrained=True,
             )
             for i in retrain
@@ -183,6 +188,14 @@ def run_solution(
     report.seconds = time.perf_counter() - started
     atomic_write_json(recipe.task_runs_dir / "solution.json", asdict(report))
     return report
+
+
+def _warm_start(solution: SolutionConfig, name: str, number: int) -> list[str]:
+    """``solution.warm_start``: the override that starts round ``number`` of ``name`` from
+    the round before (round 1 from the round-0 experiment itself)."""
+    if not solution.warm_start:
+        return []
+    return [f"train.init_from={name if number == 1 else f'{name}-r{number - 1}'}"]
 
 
 def _train_round(configs: list[Config], progress: bool) -> None:

@@ -588,6 +588,45 @@ def synthetic_unknown(config: Config, classes: Sequence[str]) -> SyntheticUnknow
     return SyntheticUnknown(p, list(classes).index("unknown"))
 
 
+def warm_start(network: nn.Module, config: Config, fold: int, data: FoldData) -> None:
+    """``train.init_from``: that experiment's fold ``fold`` (its best weights) starts this
+    fold. Refused, before any training, unless it is finished, validated exactly this
+    fold's clips (so no weight has seen them: the OOF rows stay honest) and learnt the same
+    classes with the same network."""
+    name = config.train.init_from
+    source = config.task_runs_dir / str(name) / f"fold{fold}"
+    weights, oof = source / "model.pt", source / "oof.parquet"
+    where = f"train.init_from={name!r}"
+    if not weights.is_file() or not oof.is_file():
+        raise RunMismatchError(
+            f"{where}: {source} is not a finished fold (no model.pt or oof.parquet); train "
+            f"that experiment's fold {fold} first"
+        )
+    validated = set(pl.read_parquet(oof, columns=["fname"])["fname"].to_list())
+    ours = set(data.valid["fname"].to_list())
+    if validated != ours:
+        raise RunMismatchError(
+            f"{where}: {source} validated other clips than fold {fold} of "
+            f"{config.folds_file} ({len(validated ^ ours)} differ): its weights may have "
+            "trained on this fold's validation clips. Warm-start only from runs of the same "
+            "folds file."
+        )
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    if list(saved["classes"]) != list(data.classes):
+        raise RunMismatchError(
+            f"{where}: {weights} learnt the classes {list(saved['classes'])}, this run "
+            f"learns {list(data.classes)} (task.params.label_mode must agree)"
+        )
+    try:
+        network.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise RunMismatchError(
+            f"{where}: {weights} does not fit this network ({config.model.name} with "
+            f"these model/features settings): {str(error).splitlines()[0]}"
+        ) from error
+    log.info("fold %d of %s starts from %s", fold, config.experiment, weights)
+
+
 def _shifted_clip(
     waveform: np.ndarray, key: str, *, sample_rate: int, config: ShiftedValidationConfig
 ) -> np.ndarray:
@@ -711,7 +750,10 @@ class FoldRun:
             seed=seed,
         )
         context = ModelContext.of(config, data.classes)
-        network = create_model(config.model.name, context, **config.model.params).to(device)
+        network = create_model(config.model.name, context, **config.model.params)
+        if config.train.init_from is not None:
+            warm_start(network, config, fold, data)
+        network = network.to(device)
         model = distributed.wrap(network, device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
