@@ -74,6 +74,11 @@ def test_warm_start_refuses_unfinished_and_other_classes(untrained_run: list[str
     )
     with pytest.raises(RunMismatchError, match="learnt the classes"):
         FoldRun.build(words, 0, progress=False)
+    weights = load_config(untrained_run[1], settings).run_dir / "fold0" / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # a damaged source
+    warm = load_config(untrained_run[1], [*settings, "experiment=c", "train.init_from=cnn"])
+    with pytest.raises(RunMismatchError, match="cannot be loaded"):
+        FoldRun.build(warm, 0, progress=False)
 
 
 def test_recipe_rounds_start_from_the_round_before(repo_root) -> None:
@@ -83,3 +88,13 @@ def test_recipe_rounds_start_from_the_round_before(repo_root) -> None:
     assert _warm_start(solution, "cnn-words", 2) == ["train.init_from=cnn-words-r1"]
     cold = config.solution.model_copy(update={"warm_start": False})
     assert _warm_start(cold, "cnn-words", 1) == []
+
+
+def test_a_features_family_refuses_a_warm_start(repo_root) -> None:
+    from speechstack.train import FeatureFoldRun
+
+    config = load_config(
+        repo_root / "configs" / "ravdess" / "acoustic.yaml", ["train.init_from=acoustic"]
+    )
+    with pytest.raises(RunMismatchError, match="fitted once"):
+        FeatureFoldRun.build(config, 0, progress=False)

@@ -611,7 +611,13 @@ def warm_start(network: nn.Module, config: Config, fold: int, data: FoldData) ->
             "trained on this fold's validation clips. Warm-start only from runs of the same "
             "folds file."
         )
-    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RunMismatchError(
+            f"{where}: {weights} cannot be loaded ({type(error).__name__}: {error}); train "
+            f"that experiment's fold {fold} again"
+        ) from error
     if list(saved["classes"]) != list(data.classes):
         raise RunMismatchError(
             f"{where}: {weights} learnt the classes {list(saved['classes'])}, this run "
@@ -1000,6 +1006,11 @@ class FeatureFoldRun:
 
     @classmethod
     def build(cls, config: Config, fold: int, progress: bool) -> FeatureFoldRun:
+        if config.train.init_from is not None:
+            raise RunMismatchError(
+                f"train.init_from={config.train.init_from!r}: {config.model.name} is fitted "
+                "once, not trained from weights; a warm start is for network families"
+            )
         task = create_task(config.task)
         data = FoldData(config, task, fold, progress)
         model = create_model(
