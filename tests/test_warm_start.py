@@ -3,12 +3,14 @@ pseudo rounds), refused when that fold validated other clips or learnt other cla
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import polars as pl
 import pytest
 import torch
 
+from speechstack.artifacts import file_digest
 from speechstack.cli import main
 from speechstack.config import load_config
 from speechstack.folds import read_folds
@@ -18,7 +20,8 @@ from speechstack.train import FoldRun, RunMismatchError
 
 def _source_fold(untrained_run: list[str], fold: int) -> tuple[dict, list[str]]:
     """Give the fixture's untrained fold the OOF table a finished fold has (its validation
-    clips: those of ``fold`` in the folds file); its saved weights and the config args."""
+    clips: those of ``fold`` in the folds file) and the ``metrics.json`` digests; its saved
+    weights and the config args."""
     assert main(["folds", *untrained_run]) == 0
     config = load_config(untrained_run[1], untrained_run[3::2])
     folds = read_folds(config.folds_file)
@@ -32,6 +35,8 @@ def _source_fold(untrained_run: list[str], fold: int) -> tuple[dict, list[str]]:
         for name, tensor in saved["state_dict"].items()
     }
     torch.save(saved, folder / "model.pt")
+    files = {name: file_digest(folder / name) for name in ("model.pt", "oof.parquet")}
+    (folder / "metrics.json").write_text(json.dumps({"files": files}))  # as a finished fold
     return saved, untrained_run[3::2]
 
 
@@ -74,10 +79,14 @@ def test_warm_start_refuses_unfinished_and_other_classes(untrained_run: list[str
     )
     with pytest.raises(RunMismatchError, match="learnt the classes"):
         FoldRun.build(words, 0, progress=False)
-    weights = load_config(untrained_run[1], settings).run_dir / "fold0" / "model.pt"
-    weights.write_bytes(weights.read_bytes()[:100])  # a damaged source
+    source = load_config(untrained_run[1], settings).run_dir / "fold0"
     warm = load_config(untrained_run[1], [*settings, "experiment=c", "train.init_from=cnn"])
-    with pytest.raises(RunMismatchError, match="cannot be loaded"):
+    weights = source / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # a damaged source: its digest says so
+    with pytest.raises(RunMismatchError, match=r"is damaged \(.*model.pt has 100 bytes"):
+        FoldRun.build(warm, 0, progress=False)
+    (source / "metrics.json").unlink()  # killed before its metrics: not finished
+    with pytest.raises(RunMismatchError, match="not a finished fold"):
         FoldRun.build(warm, 0, progress=False)
 
 

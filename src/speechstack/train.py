@@ -595,12 +595,21 @@ def warm_start(network: nn.Module, config: Config, fold: int, data: FoldData) ->
     classes with the same network."""
     name = config.train.init_from
     source = config.task_runs_dir / str(name) / f"fold{fold}"
-    weights, oof = source / "model.pt", source / "oof.parquet"
+    weights, oof, metrics = source / "model.pt", source / "oof.parquet", source / "metrics.json"
     where = f"train.init_from={name!r}"
-    if not weights.is_file() or not oof.is_file():
+    if not all(path.is_file() for path in (weights, oof, metrics)):
         raise RunMismatchError(
-            f"{where}: {source} is not a finished fold (no model.pt or oof.parquet); train "
-            f"that experiment's fold {fold} first"
+            f"{where}: {source} is not a finished fold (no model.pt, oof.parquet or "
+            f"metrics.json); train that experiment's fold {fold} first"
+        )
+    try:
+        problems = damaged_files(source, json.loads(metrics.read_text()).get("files", {}))
+    except (OSError, ValueError, AttributeError) as error:
+        problems = [f"{metrics} cannot be read ({error})"]
+    if problems:
+        raise RunMismatchError(
+            f"{where}: {source} is damaged ({'; '.join(problems)}); train that experiment's "
+            f"fold {fold} again"
         )
     validated = set(pl.read_parquet(oof, columns=["fname"])["fname"].to_list())
     ours = set(data.valid["fname"].to_list())
