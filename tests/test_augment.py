@@ -86,6 +86,10 @@ TRANSFORMS: dict[str, Callable[[float, Path], Callable[[np.ndarray, int], np.nda
     "noise": lambda p, path: BackgroundNoise([path], 3.0, 30.0, p=p),
     "colored_noise": lambda p, _: ColoredNoise(0.0, 30.0, -2.0, 2.0, p=p),
     "band": lambda p, _: Band(50.0, 400.0, 2500.0, 7500.0, p=p),
+    "eq": lambda p, _: (
+        build_waveform_augment(AugmentConfig.model_validate({"eq": {"p": p}}), [])
+        or (lambda samples, rate: samples)
+    ),  # p 0: no pipeline, the identity
 }
 
 
@@ -296,6 +300,22 @@ def test_band_attenuates_tones_outside_the_band_and_passes_one_inside(seed) -> N
         seeded(seed)
         change = level_db(band(tone(hz), RATE)) - level_db(tone(hz))
         assert change < highest and (lowest is None or change > lowest), (hz, change)
+
+
+@pytest.mark.parametrize(
+    ("gain_db", "low_db", "high_db"), [(0.0, -0.01, 0.01), (12.0, 6.0, 14.0), (-12.0, -14.0, -1.0)]
+)
+def test_eq_moves_broadband_noise_by_its_band_gains(gain_db, low_db, high_db) -> None:
+    """Every band at +-12 dB: white noise louder / quieter by about that (the bands' centres
+    and widths are drawn, so less where the spectrum falls between two of them)."""
+    section = {"p": 1.0, "min_gain_db": gain_db, "max_gain_db": gain_db}
+    transform = build_waveform_augment(AugmentConfig.model_validate({"eq": section}), [])
+    noise = (0.05 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)
+    steady = slice(RATE // 4, None)  # past the filters' onset
+    for seed in range(4):
+        seeded(seed)
+        change_db = 20 * np.log10(rms(transform(noise, RATE)[steady]) / rms(noise[steady]))
+        assert low_db <= change_db <= high_db, (seed, change_db)
 
 
 def test_band_skips_a_low_pass_at_or_above_nyquist() -> None:

@@ -35,6 +35,7 @@ from speechstack.config import (
     AugmentConfig,
     BandAugment,
     ColoredNoiseAugment,
+    EqAugment,
     MixAugment,
     NoiseAugment,
     PitchAugment,
@@ -692,6 +693,15 @@ def _stretch(section: StretchAugment, sources: _Sources) -> WaveformTransform:
 
     return audiomentations.TimeStretch(
         section.min_rate, section.max_rate, leave_length_unchanged=True, p=section.p
+    )
+
+
+@WAVEFORM_AUGMENTATIONS.register("eq")
+def _eq(section: EqAugment, sources: _Sources) -> WaveformTransform:
+    import audiomentations
+
+    return audiomentations.SevenBandParametricEQ(
+        section.min_gain_db, section.max_gain_db, p=section.p
     )
 
 

@@ -228,6 +228,16 @@ class StretchAugment(Probability):
     max_rate: float = Field(1.15, gt=0)
 
 
+class EqAugment(Probability):
+    """A random equaliser (audiomentations' ``SevenBandParametricEQ``: peaking filters at
+    seven fixed centres, 100 Hz-7.5 kHz, each with a gain drawn from ``min_gain_db``..
+    ``max_gain_db``): the timbre of another vocal tract and microphone, where ``band`` only
+    cuts the ends of the spectrum."""
+
+    min_gain_db: float = -12.0
+    max_gain_db: float = 12.0
+
+
 class SpecAugmentConfig(Probability):
     time_masks: int = Field(2, ge=0)
     time_width: int = Field(10, ge=0)  # frames
@@ -259,6 +269,7 @@ class AugmentConfig(Strict):
     speed: SpeedAugment = Field(default_factory=SpeedAugment)
     pitch: PitchAugment = Field(default_factory=PitchAugment)
     stretch: StretchAugment = Field(default_factory=StretchAugment)
+    eq: EqAugment = Field(default_factory=EqAugment)
     mix: MixAugment = Field(default_factory=MixAugment)
     reverb: ReverbAugment = Field(default_factory=ReverbAugment)
     noise: NoiseAugment = Field(default_factory=NoiseAugment)
