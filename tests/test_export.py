@@ -180,9 +180,12 @@ def test_a_damaged_export_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("family", "settings"),
-    [(family, []) for family in ["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper"]]
+    [
+        (family, [])
+        for family in ["gru", "lstm", "convs2s", "bcresnet", "wav2vec2", "ast", "whisper"]
+    ]
     + [("cnn", ["features.pcen={}"])],
-    ids=["gru", "lstm", "convs2s", "wav2vec2", "ast", "whisper", "cnn-pcen"],
+    ids=["gru", "lstm", "convs2s", "bcresnet", "wav2vec2", "ast", "whisper", "cnn-pcen"],
 )
 def test_other_families_export_with_parity(
     family: str, settings: list[str], tmp_path: Path

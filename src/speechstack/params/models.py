@@ -36,6 +36,16 @@ class CNNParams(Strict):
     drop_path_rate: float = Field(0.0, ge=0, lt=1)  # stochastic depth, where supported
 
 
+@MODEL_PARAMS.register("bcresnet")
+class BCResNetParams(Strict):
+    width: int = Field(8, ge=1)  # the paper's tau: BC-ResNet-8 (321k parameters) by default
+    blocks: list[int] = Field(default_factory=lambda: [2, 2, 4, 4], min_length=4, max_length=4)
+    #   broadcast blocks per stage (the first of each maps the channels)
+    sub_bands: int = Field(5, ge=1)  # sub-spectral normalisation: bands of equal width;
+    #   must divide the frequency bins of every stage (n_mels 40: 20, 10, 5)
+    dropout: float = Field(0.1, ge=0, lt=1)  # channel dropout in every block
+
+
 @MODEL_PARAMS.register("convs2s")
 class ConvS2SParams(Strict):
     channels: int = Field(128, ge=1)  # width of every block (the GLU input is 2 x channels)
