@@ -153,19 +153,25 @@ def fold_dir(config: Config, fold: int) -> Path:
     return config.run_dir / f"fold{fold}"
 
 
+def _recorded_metrics(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """A fold folder's ``metrics.json`` and what is wrong with the files it recorded (size
+    and SHA-256: missing, truncated, changed), or with ``metrics.json`` itself."""
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+        return metrics, damaged_files(folder, metrics.get("files", {}))
+    except (OSError, ValueError, AttributeError) as error:
+        return {}, [f"{path} cannot be read ({error})"]
+
+
 def load_fold_metrics(config: Config, fold: int) -> dict[str, Any] | None:
     """Metrics of a finished fold, or None: not trained, or damaged (a file differs from the
     size and SHA-256 its ``metrics.json`` recorded, or that is unreadable: named in a
     warning, and the fold is trained again). Refuses a fold trained with another config."""
     folder = fold_dir(config, fold)
-    metrics_path = folder / "metrics.json"
     if not folder.is_dir():
         return None
-    try:
-        metrics = json.loads(metrics_path.read_text())
-        problems = damaged_files(folder, metrics.get("files", {}))
-    except (OSError, ValueError, AttributeError) as error:
-        problems = [f"{metrics_path} cannot be read ({error})"]
+    metrics, problems = _recorded_metrics(folder)
     if problems:
         log.warning("fold %d of %s is damaged, so not finished; it is trained again: %s",
                     fold, config.experiment, "; ".join(problems))  # fmt: skip
@@ -602,10 +608,7 @@ def warm_start(network: nn.Module, config: Config, fold: int, data: FoldData) ->
             f"{where}: {source} is not a finished fold (no model.pt, oof.parquet or "
             f"metrics.json); train that experiment's fold {fold} first"
         )
-    try:
-        problems = damaged_files(source, json.loads(metrics.read_text()).get("files", {}))
-    except (OSError, ValueError, AttributeError) as error:
-        problems = [f"{metrics} cannot be read ({error})"]
+    _, problems = _recorded_metrics(source)
     if problems:
         raise RunMismatchError(
             f"{where}: {source} is damaged ({'; '.join(problems)}); train that experiment's "

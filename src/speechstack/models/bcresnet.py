@@ -125,11 +125,11 @@ class BCResNet(nn.Module):
             context.features, context.audio.sample_rate, context.spec_augment
         )
         n_mels = context.features.n_mels
-        uneven = [size for size in frequency_sizes(n_mels) if size % params.sub_bands]
-        if uneven:
+        sizes = frequency_sizes(n_mels)
+        if any(size % params.sub_bands for size in sizes):
             raise ValueError(
                 f"model.params.sub_bands={params.sub_bands} does not divide the frequency bins "
-                f"of every stage ({frequency_sizes(n_mels)} from features.n_mels={n_mels}); "
+                f"of every stage ({sizes} from features.n_mels={n_mels}); "
                 "the paper's setting is n_mels 40 with 5 sub-bands (20, 10, 5 bins)"
             )
         width = params.width
@@ -171,8 +171,9 @@ class BCResNet(nn.Module):
         return self.classifier(out.mean(dim=(2, 3)))
 
 
-@register_model(
-    "bcresnet", BCResNetParams, tiny={"width": 1, "blocks": [1, 1, 1, 1], "sub_bands": 4}
-)
+TINY = {"width": 1, "blocks": [1, 1, 1, 1], "sub_bands": 4}  # 4 bands divide 64 mels' stages
+
+
+@register_model("bcresnet", BCResNetParams, tiny=TINY)
 def build_bcresnet(params: BCResNetParams, context: ModelContext) -> nn.Module:
     return BCResNet(params, context)
