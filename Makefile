@@ -34,6 +34,7 @@ TEACHER     ?=
 PLOT        ?=
 PRESET      ?= cpu
 SIZE        ?=
+TEST_JOBS   ?= 2
 PYTHON      ?= python3
 
 space  := $(subst ,, )
@@ -173,11 +174,11 @@ $(VENV)/.librosa-jit: $(STAMP)
 bench: $(STAMP) $(VENV)/.librosa-jit ## speed benchmarks vs targets (features, data pipeline, loop, inference, scaling, demo) -> bench/results.json; BENCH_ARGS=--skip-demo
 	$(BIN)/python -m speechstack.bench --out bench/results.json $(BENCH_ARGS)
 
-test: $(STAMP) ## run the fast test suite (no slow marker)
-	$(BIN)/python -m pytest -q -m "not slow"
+test: $(STAMP) ## run the fast test suite (no slow marker) in TEST_JOBS processes (pytest-xdist)
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_JOBS) --dist worksteal
 
 test-all: $(STAMP) ## run every test, slow ones included
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests

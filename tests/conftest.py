@@ -7,6 +7,12 @@ import os
 # Tests never touch the network: make Hugging Face / timm hub calls fail at once instead of
 # retrying (read by huggingface_hub when it is first imported, so set before any import).
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker keeps one
+# torch thread, so the two together use the cores instead of fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
 
 from collections.abc import Callable
 from pathlib import Path
