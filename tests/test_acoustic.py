@@ -4,7 +4,9 @@ the feature cache, and the family end to end (train -> fold folders -> stack -> 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,30 @@ def test_clip_features_are_cached_and_a_damaged_cache_is_redone(
     assert len(list(cache.glob("acoustic-*louder*.npy"))) == 1
 
 
+def test_extraction_in_processes_gives_what_one_process_gives(
+    tmp_path: Path, write_wav, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked extraction processes, each handed runs of clips in order, return the rows of
+    one process, with a condition that cannot be pickled (a local function) inherited."""
+
+    def noisy(waveform: np.ndarray, _rate: int) -> np.ndarray:
+        return waveform + np.random.normal(0, 0.05, waveform.shape).astype(np.float32)
+
+    paths = [write_wav(tmp_path / f"c{i}.wav", tone(150.0 + 40 * i), RATE) for i in range(5)]
+    manifest = manifest_frame(
+        {"fname": [p.name for p in paths], "path": [str(p) for p in paths]}, TEST_COLUMNS
+    )
+    monkeypatch.setattr(acoustic, "CHUNK_CLIPS", 2)  # 3 runs of clips for 2 processes
+    copy = AugmentedCopy(noisy, RATE, seed=0, copy=0)
+    one = clip_features(manifest, "GeMAPSv01b", RATE, RATE, condition=copy, processes=1)
+    two = clip_features(manifest, "GeMAPSv01b", RATE, RATE, condition=copy, processes=2)
+    assert one.shape == (5, 62)
+    assert np.array_equal(one, two)
+    assert len(np.unique(one[:, 0])) == 5  # each row its own clip, in manifest order
+    assert acoustic.extraction_processes(3) == 3
+    assert acoustic.extraction_processes("auto") == (os.cpu_count() or 1)
+
+
 @pytest.mark.parametrize(
     ("task", "fname", "speaker"),
     [
@@ -154,7 +180,15 @@ def test_acoustic_family_end_to_end(
     assert len(list((tmp_path / "cache").glob("acoustic-*aug0-*.npy"))) == 1
 
     run("stack", *common, "--experiments", "acoustic")
-    holdout = data / "demo_holdout"
+    # a quarter of the unseen actors' clips (every label of every actor), kept short: the
+    # features of each predicted clip are extracted again
+    answers = pl.read_csv(data / "demo_holdout" / "answers.csv").sort("path").gather_every(4)
+    holdout = tmp_path / "holdout"
+    for relative in answers["path"]:
+        (holdout / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / "demo_holdout" / relative, holdout / relative)
+    answers.write_csv(holdout / "answers.csv")
+    assert set(answers["label"]) == set(EMOTIONS)
     out = tmp_path / "holdout.csv"
     run("predict", *common, "--source", "acoustic", "--audio", str(holdout),
         "--answers", str(holdout / "answers.csv"), "--out", str(out))  # fmt: skip

@@ -5,7 +5,9 @@ of classic statistics (pitch, loudness, jitter/shimmer, spectral shape, MFCC fun
 openSMILE's eGeMAPS, GeMAPS or ComParE sets), computed on the decoded clip as training and
 prediction decode it. Extraction costs tens of milliseconds per clip, so a manifest's
 features are cached in ``cache_dir`` under a key of the feature set and the decode cache's
-key (paths, segments, sizes, times), and every fold and experiment reuses them.
+key (paths, segments, sizes, times), and every fold and experiment reuses them; a first
+extraction runs in one process per core (openSMILE is single-threaded), each clip's result
+the same whichever process makes it.
 
 Per-speaker standardisation is what makes these features hold on unseen speakers: each
 speaker's clips are z-scored with that speaker's own mean and spread (never another
@@ -17,9 +19,14 @@ speaker is unknown (or alone) falls back to the training side's pooled statistic
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import random
+import signal
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,7 @@ from speechstack.data import ClipCondition, cache_key, load_clip
 from speechstack.params.models import FeatureSet
 
 FEATURES_VERSION = 1  # bump when extraction changes, so old cache files are not reused
+CHUNK_CLIPS = 32  # clips per task of an extraction process (the progress bar's step)
 MIN_SPEAKER_CLIPS = 2  # fewer clips than this: the speaker's spread is not estimated
 EPSILON = 1e-6
 
@@ -60,6 +68,16 @@ class FeatureExtractor:
         return np.nan_to_num(values.to_numpy(dtype=np.float32)[0], nan=0.0, posinf=0.0, neginf=0.0)
 
 
+_ROW_COLUMNS = ("fname", "path", "start", "duration", "gain_db")
+
+
+def extraction_processes(parallel_folds: int | str) -> int:
+    """Processes that extract features: ``train.parallel_folds`` (a ``features`` family
+    trains its folds one after another, so its cores go to the first extraction instead);
+    ``auto``: one per core."""
+    return (os.cpu_count() or 1) if parallel_folds == "auto" else int(parallel_folds)
+
+
 def clip_features(
     manifest: pl.DataFrame,
     feature_set: FeatureSet,
@@ -69,12 +87,15 @@ def clip_features(
     progress: bool = False,
     condition: ClipCondition | None = None,
     condition_key: str | None = None,
+    processes: int = 1,
 ) -> np.ndarray:
     """``(clips, features)`` float32: the functionals of every clip of ``manifest`` (each
     decoded as the store decodes it: up to ``max_samples``, centre-cropped, not padded,
     then passed through ``condition(waveform, fname)`` if given), from the cache when
     ``cache_dir`` holds them. A conditioned manifest is cached only under a
-    ``condition_key`` that names everything the condition draws from."""
+    ``condition_key`` that names everything the condition draws from. ``processes`` > 1
+    extracts in that many forked processes (where the platform forks; the condition is
+    inherited, never pickled), in order, with the same result as one process."""
     path = None
     if cache_dir is not None and (condition is None or condition_key is not None):
         key = cache_key(manifest, sample_rate, max_samples, variable_length=True)
@@ -83,20 +104,77 @@ def clip_features(
         cached = read_cached_array(path, manifest.height)
         if cached is not None:
             return cached
-    extractor = FeatureExtractor(feature_set)
-    rows = manifest.select("fname", "path", "start", "duration", "gain_db").iter_rows(named=True)
-    vectors = []
-    for row in tqdm(
-        rows, total=manifest.height, desc=feature_set, disable=not progress, leave=False
-    ):
-        waveform = load_clip(row, sample_rate, max_samples, variable_length=True)
-        if condition is not None:
-            waveform = condition(waveform, row["fname"])
-        vectors.append(extractor(waveform, sample_rate))
-    features = np.stack(vectors)
+    rows = list(manifest.select(_ROW_COLUMNS).iter_rows(named=True))
+    chunks = [rows[start : start + CHUNK_CLIPS] for start in range(0, len(rows), CHUNK_CLIPS)]
+    work = (feature_set, sample_rate, max_samples, condition)
+    bar = tqdm(total=len(rows), desc=feature_set, disable=not progress, leave=False)
+    processes = min(processes, len(chunks))
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+        pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_extraction,
+            initargs=work,
+        )
+        try:
+            results = []
+            for result in pool.map(_extract_chunk, chunks):
+                results.append(result)
+                bar.update(len(result))
+        finally:
+            pool.shutdown(cancel_futures=True)
+    else:
+        _start_extraction(*work, in_worker=False)
+        results = []
+        for chunk in chunks:
+            results.append(_extract_chunk(chunk))
+            bar.update(len(chunk))
+    bar.close()
+    features = np.concatenate(results)
     if path is not None:
         atomic_write_array(path, features)
     return features
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """What `_extract_chunk` needs, set once per process by `_start_extraction`."""
+
+    extractor: FeatureExtractor
+    sample_rate: int
+    max_samples: int
+    condition: ClipCondition | None
+
+
+_extraction: _Extraction | None = None
+
+
+def _start_extraction(
+    feature_set: FeatureSet,
+    sample_rate: int,
+    max_samples: int,
+    condition: ClipCondition | None,
+    in_worker: bool = True,
+) -> None:
+    """Set up a process (or this one) to extract. A worker leaves Ctrl-C to its parent,
+    which stops the pool."""
+    global _extraction
+    if in_worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _extraction = _Extraction(FeatureExtractor(feature_set), sample_rate, max_samples, condition)
+
+
+def _extract_chunk(rows: list[dict]) -> np.ndarray:
+    """``(len(rows), features)``: the functionals of a run of manifest rows."""
+    work = _extraction
+    assert work is not None, "_start_extraction first"
+    vectors = []
+    for row in rows:
+        waveform = load_clip(row, work.sample_rate, work.max_samples, variable_length=True)
+        if work.condition is not None:
+            waveform = work.condition(waveform, row["fname"])
+        vectors.append(work.extractor(waveform, work.sample_rate))
+    return np.stack(vectors)
 
 
 class AugmentedCopy:

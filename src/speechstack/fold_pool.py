@@ -90,7 +90,8 @@ def fold_processes(config: Config, pending: int, cpu_device: bool, distributed: 
     """How many folds to train at once: ``train.parallel_folds`` (at most ``pending``); with
     ``auto`` one per CPU core on the CPU when not under torchrun and ``train.threads`` is
     unset, else 1. A ``features`` family (one fit per fold) trains its folds one after
-    another: the first extracts every clip's features once, the others read the cache."""
+    another: the first extracts every clip's features once (in ``parallel_folds``
+    processes, `acoustic.extraction_processes`), the others read the cache."""
     setting = config.train.parallel_folds
     if setting == "auto":
         features = model_trainer(config.model.name) == "features"

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from speechstack.acoustic import clip_features
+from speechstack.acoustic import clip_features, extraction_processes
 from speechstack.artifacts import damaged_files
 from speechstack.audio import read_audio
 from speechstack.config import Config, Runtime, TtaView, load_config
@@ -206,7 +206,7 @@ def feature_fold_probabilities(
     model = saved["model"]
     features = clip_features(
         manifest, model.params.feature_set, config.audio.sample_rate, config.audio.max_samples,
-        config.cache_dir, progress,
+        config.cache_dir, progress, processes=extraction_processes(config.train.parallel_folds),
     )  # fmt: skip
     speakers = TASKS.get(config.task.name).speakers_of(manifest["fname"])
     class_to_label = np.asarray(saved["class_to_label"], dtype=np.float32)

@@ -49,7 +49,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from speechstack import interrupt
-from speechstack.acoustic import AugmentedCopy, augmented_key, clip_features
+from speechstack.acoustic import (
+    AugmentedCopy,
+    augmented_key,
+    clip_features,
+    extraction_processes,
+)
 from speechstack.artifacts import (
     atomic_directory,
     atomic_write_frame,
@@ -1037,6 +1042,7 @@ class FeatureFoldRun:
         return clip_features(
             manifest, self.model.params.feature_set, audio.sample_rate, audio.max_samples,
             self.config.cache_dir, condition=condition, condition_key=condition_key,
+            processes=extraction_processes(self.config.train.parallel_folds),
         )  # fmt: skip
 
     def _speakers(self, manifest: pl.DataFrame) -> list[str | None]:
