@@ -197,3 +197,22 @@ def test_acoustic_family_end_to_end(
     assert sorted(predictions["path"]) == sorted(answers["path"])
     joined = predictions.join(answers, on="path", suffix="_true")
     assert (joined["label"] == joined["label_true"]).mean() > 0.2
+
+
+def test_a_partial_lightgbm_setting_keeps_the_classifier_defaults(repo_root: Path) -> None:
+    """Naming one key of the acoustic family's ``lightgbm`` changes that key only: the
+    others stay CLASSIFIER_TREES, never the stacker's defaults (LightGBMParams)."""
+    from speechstack.config import LightGBMParams, load_config
+    from speechstack.params.models import CLASSIFIER_TREES, AcousticParams
+
+    config = load_config(
+        repo_root / "configs/ravdess/acoustic.yaml",
+        ["model.params.lightgbm.colsample_bytree=0.2"],
+    )
+    trees = AcousticParams(**config.model.params).lightgbm
+    assert trees.colsample_bytree == 0.2
+    for key, value in CLASSIFIER_TREES.items():
+        if key != "colsample_bytree":
+            assert getattr(trees, key) == value
+            assert value != getattr(LightGBMParams(), key)  # the defaults that came back
+    assert AcousticParams().lightgbm == LightGBMParams(**CLASSIFIER_TREES)

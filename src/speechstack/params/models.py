@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from speechstack.config import LightGBMParams, Strict
 from speechstack.params import MODEL_PARAMS
@@ -114,6 +114,14 @@ class AcousticParams(Strict):
     classifier: Literal["logistic", "lightgbm"] = "lightgbm"
     c: float = Field(0.1, gt=0)  # logistic: inverse L2 strength
     lightgbm: LightGBMParams = Field(default_factory=lambda: LightGBMParams(**CLASSIFIER_TREES))
+
+    @field_validator("lightgbm", mode="before")
+    @classmethod
+    def _over_classifier_trees(cls, value: Any) -> Any:
+        """Keys given for ``lightgbm`` (a config file's or a ``--set``) change those of
+        ``CLASSIFIER_TREES``: without this, naming one key would silently bring back the
+        stacker's defaults (LightGBMParams) for all the others."""
+        return {**CLASSIFIER_TREES, **value} if isinstance(value, dict) else value
 
 
 # ---------------------------------------------------------------------------------------
