@@ -199,20 +199,23 @@ def test_acoustic_family_end_to_end(
     assert (joined["label"] == joined["label_true"]).mean() > 0.2
 
 
-def test_a_partial_lightgbm_setting_keeps_the_classifier_defaults(repo_root: Path) -> None:
+def test_a_partial_lightgbm_setting_keeps_the_feature_set_s_trees(repo_root: Path) -> None:
     """Naming one key of the acoustic family's ``lightgbm`` changes that key only: the
-    others stay CLASSIFIER_TREES, never the stacker's defaults (LightGBMParams)."""
+    others stay the feature set's CLASSIFIER_TREES (then the stacker's LightGBMParams)."""
     from speechstack.config import LightGBMParams, load_config
     from speechstack.params.models import CLASSIFIER_TREES, AcousticParams
 
-    config = load_config(
-        repo_root / "configs/ravdess/acoustic.yaml",
-        ["model.params.lightgbm.colsample_bytree=0.2"],
-    )
-    trees = AcousticParams(**config.model.params).lightgbm
-    assert trees.colsample_bytree == 0.2
-    for key, value in CLASSIFIER_TREES.items():
-        if key != "colsample_bytree":
-            assert getattr(trees, key) == value
-            assert value != getattr(LightGBMParams(), key)  # the defaults that came back
-    assert AcousticParams().lightgbm == LightGBMParams(**CLASSIFIER_TREES)
+    def trees(*overrides: str) -> LightGBMParams:
+        config = load_config(repo_root / "configs/ravdess/acoustic.yaml", list(overrides))
+        return AcousticParams(**config.model.params).lightgbm
+
+    compare = trees("model.params.lightgbm.num_leaves=5")
+    assert compare.num_leaves == 5
+    assert compare.colsample_bytree == CLASSIFIER_TREES["ComParE_2016"]["colsample_bytree"]
+    assert compare.n_estimators == LightGBMParams().n_estimators
+    deeper = trees("model.params.feature_set=eGeMAPSv02", "model.params.lightgbm.n_jobs=1")
+    assert deeper.n_jobs == 1
+    for key, value in CLASSIFIER_TREES["eGeMAPSv02"].items():
+        assert getattr(deeper, key) == value != getattr(LightGBMParams(), key)
+    assert AcousticParams().lightgbm == LightGBMParams(**CLASSIFIER_TREES["ComParE_2016"])
+    assert AcousticParams(**AcousticParams().model_dump()) == AcousticParams()  # a saved run
