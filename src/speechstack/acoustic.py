@@ -26,7 +26,6 @@ import signal
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,75 +105,69 @@ def clip_features(
             return cached
     rows = list(manifest.select(_ROW_COLUMNS).iter_rows(named=True))
     chunks = [rows[start : start + CHUNK_CLIPS] for start in range(0, len(rows), CHUNK_CLIPS)]
-    work = (feature_set, sample_rate, max_samples, condition)
-    bar = tqdm(total=len(rows), desc=feature_set, disable=not progress, leave=False)
-    processes = min(processes, len(chunks))
-    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+    settings = (feature_set, sample_rate, max_samples, condition)
+    pool = None
+    if min(processes, len(chunks)) > 1 and "fork" in multiprocessing.get_all_start_methods():
         pool = ProcessPoolExecutor(
-            processes,
+            min(processes, len(chunks)),
             mp_context=multiprocessing.get_context("fork"),
-            initializer=_start_extraction,
-            initargs=work,
+            initializer=_start_worker,
+            initargs=settings,
         )
-        try:
-            results = []
-            for result in pool.map(_extract_chunk, chunks):
-                results.append(result)
-                bar.update(len(result))
-        finally:
-            pool.shutdown(cancel_futures=True)
-    else:
-        _start_extraction(*work, in_worker=False)
+    try:
+        batches = pool.map(_worker_chunk, chunks) if pool else map(_Extraction(*settings), chunks)
         results = []
-        for chunk in chunks:
-            results.append(_extract_chunk(chunk))
-            bar.update(len(chunk))
-    bar.close()
+        with tqdm(total=len(rows), desc=feature_set, disable=not progress, leave=False) as bar:
+            for batch in batches:
+                results.append(batch)
+                bar.update(len(batch))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     features = np.concatenate(results)
     if path is not None:
         atomic_write_array(path, features)
     return features
 
 
-@dataclass(frozen=True)
 class _Extraction:
-    """What `_extract_chunk` needs, set once per process by `_start_extraction`."""
+    """The functionals of runs of manifest rows: one extractor, the decode settings and the
+    condition."""
 
-    extractor: FeatureExtractor
-    sample_rate: int
-    max_samples: int
-    condition: ClipCondition | None
+    def __init__(
+        self,
+        feature_set: FeatureSet,
+        sample_rate: int,
+        max_samples: int,
+        condition: ClipCondition | None,
+    ) -> None:
+        self.extractor = FeatureExtractor(feature_set)
+        self.sample_rate, self.max_samples, self.condition = sample_rate, max_samples, condition
 
-
-_extraction: _Extraction | None = None
-
-
-def _start_extraction(
-    feature_set: FeatureSet,
-    sample_rate: int,
-    max_samples: int,
-    condition: ClipCondition | None,
-    in_worker: bool = True,
-) -> None:
-    """Set up a process (or this one) to extract. A worker leaves Ctrl-C to its parent,
-    which stops the pool."""
-    global _extraction
-    if in_worker:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _extraction = _Extraction(FeatureExtractor(feature_set), sample_rate, max_samples, condition)
+    def __call__(self, rows: list[dict]) -> np.ndarray:
+        """``(len(rows), features)``."""
+        vectors = []
+        for row in rows:
+            waveform = load_clip(row, self.sample_rate, self.max_samples, variable_length=True)
+            if self.condition is not None:
+                waveform = self.condition(waveform, row["fname"])
+            vectors.append(self.extractor(waveform, self.sample_rate))
+        return np.stack(vectors)
 
 
-def _extract_chunk(rows: list[dict]) -> np.ndarray:
-    """``(len(rows), features)``: the functionals of a run of manifest rows."""
-    work = _extraction
-    assert work is not None, "_start_extraction first"
-    vectors = []
-    for row in rows:
-        waveform = load_clip(row, work.sample_rate, work.max_samples, variable_length=True)
-        if work.condition is not None:
-            waveform = work.condition(waveform, row["fname"])
-        vectors.append(work.extractor(waveform, work.sample_rate))
-    return np.stack(vectors)
+_worker_extraction: _Extraction | None = None  # an extraction process's own, set at its start
+
+
+def _start_worker(*settings: object) -> None:
+    """Set up an extraction process; it leaves Ctrl-C to its parent, which stops the pool."""
+    global _worker_extraction
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_extraction = _Extraction(*settings)  # type: ignore[arg-type]
+
+
+def _worker_chunk(rows: list[dict]) -> np.ndarray:
+    assert _worker_extraction is not None, "_start_worker first"
+    return _worker_extraction(rows)
 
 
 class AugmentedCopy:
