@@ -37,7 +37,7 @@ from speechstack.data import ClipCondition, cache_key, load_clip
 from speechstack.params.models import FeatureSet
 
 FEATURES_VERSION = 1  # bump when extraction changes, so old cache files are not reused
-CHUNK_CLIPS = 32  # clips per task of an extraction process (the progress bar's step)
+CHUNK_CLIPS = 8  # clips per task of an extraction process: what a Ctrl-C waits for
 MIN_SPEAKER_CLIPS = 2  # fewer clips than this: the speaker's spread is not estimated
 EPSILON = 1e-6
 
