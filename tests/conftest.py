@@ -7,6 +7,12 @@ import os
 # Tests never touch the network: make Hugging Face / timm hub calls fail at once instead of
 # retrying (read by huggingface_hub when it is first imported, so set before any import).
 os.environ["HF_HUB_OFFLINE"] = "1"
+# OpenMP threads that wait for work sleep instead of spinning. LightGBM (the stacker and
+# the acoustic family, n_jobs=2) runs OpenMP; with every core busy (`make test` runs one
+# test per core) its spinning threads hold the core the thread they wait for needs: a
+# stacker's fit took 34 s instead of 0.3 s. Read when an OpenMP runtime loads, so set
+# before anything imports one (torch below included); results do not depend on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker keeps one
 # torch thread, so the two together use the cores instead of fighting over them.
 if os.environ.get("PYTEST_XDIST_WORKER"):

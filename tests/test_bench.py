@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,11 +149,11 @@ def test_loader_overhead_and_inference_stages(setup: Setup) -> None:
 
 
 def test_deploy_stage_times_each_runtime_and_the_shipped_student(
-    setup: Setup, tmp_path: Path
+    quick_run: tuple[list[Stage], dict[str, Any], Path],
 ) -> None:
-    from speechstack.bench.deploy import bench_deploy
-
-    stage = bench_deploy(setup, tmp_path, rounds=1, clips=6, folds=2)
+    # bench_deploy(setup, work_dir, rounds=1, clips=6, folds=2), as run_benchmarks calls it
+    (stage,) = [stage for stage in quick_run[0] if stage.key == "deploy"]
+    assert stage.measured["folds"] == 2 and stage.measured["windows"] == 6
     assert_stage(stage, [
         "default CNN: ONNX fp32 vs PyTorch", "shipped student size",
         "shipped student, one clip, one thread",
@@ -254,22 +255,40 @@ def test_demo_is_skipped_outside_a_checkout(tmp_path: Path) -> None:
     assert stage.skipped is not None and "Makefile" in stage.skipped
 
 
+QUICK = Sizes(
+    feature_clips=2, feature_rounds=1, loader_epochs=1, overhead_rounds=1,
+    overhead_batches=1, inference_rounds=1, inference_clips=4, deploy_rounds=1,
+    deploy_clips=6, deploy_folds=2, scaling_factors=(1, 2), scaling_base_clips=8,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tiny_speech_commands: Path, repo_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[Stage], dict[str, Any], Path]:
+    """``run_benchmarks`` on the tiny data with QUICK sizes, once for the module (per xdist
+    worker): its deploy stage (ONNX exports and int8 of the default CNN's folds, the student
+    and the shipped student: ~30 s) is the one the deploy test checks, so the stage is run
+    once, not once per test. The scaling child runs in this process (the child's own test
+    starts a real one). Returns the stages, the results and the (emptied) work folder."""
+    work_dir = tmp_path_factory.mktemp("bench-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("speechstack.bench.processes.run_scaling_child", scaling_epoch)
+        stages, info = run_benchmarks(
+            tiny_speech_commands,
+            config_path=repo_root / "configs/speech_commands/cnn.yaml",
+            sizes=QUICK,
+            skip_demo=True,
+            work_dir=work_dir,
+            progress=False,
+        )
+    return stages, info, work_dir
+
+
 def test_run_benchmarks_quick_structure(
-    tiny_speech_commands: Path, repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    quick_run: tuple[list[Stage], dict[str, Any], Path],
 ) -> None:
-    monkeypatch.setattr("speechstack.bench.processes.run_scaling_child", scaling_epoch)
-    stages, info = run_benchmarks(
-        tiny_speech_commands,
-        config_path=repo_root / "configs/speech_commands/cnn.yaml",
-        sizes=Sizes(
-            feature_clips=2, feature_rounds=1, loader_epochs=1, overhead_rounds=1,
-            overhead_batches=1, inference_rounds=1, inference_clips=4, deploy_rounds=1,
-            deploy_clips=4, deploy_folds=1, scaling_factors=(1, 2), scaling_base_clips=8,
-        ),
-        skip_demo=True,
-        work_dir=tmp_path,
-        progress=False,
-    )  # fmt: skip
+    stages, info, work_dir = quick_run
     keys = [
         "featurisation", "data_pipeline", "training_overhead", "inference", "deploy", "scaling",
         "demo", "total",
@@ -283,7 +302,7 @@ def test_run_benchmarks_quick_structure(
     assert info["checks_passed"] == sum(check["passed"] for check in checks)
     assert info["passed"] is all(check["passed"] for check in checks)
     json.dumps(info)
-    assert list(tmp_path.iterdir()) == []  # the temporary folder is gone
+    assert list(work_dir.iterdir()) == []  # the temporary folder is gone
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -295,17 +314,22 @@ def test_run_benchmarks_runs_make_demo_first_and_uses_its_data(
     monkeypatch.setattr("speechstack.bench.repo_root", lambda: checkout)
     monkeypatch.setattr("speechstack.bench.processes.run_scaling_child", scaling_epoch)
     monkeypatch.setattr("speechstack.bench.generate_data", None)  # must not be needed
+
+    def deploy_seen(setup: Setup, work_dir: Path, *sizes: object) -> Stage:
+        """The deploy stage, not run: the deploy and quick-structure tests run it (its ONNX
+        exports are most of a quick run's time); here only the data it is handed counts."""
+        deploy_setups.append(setup)
+        return Stage("deploy", "deployment (ONNX, student)", skipped="not run in this test")
+
+    deploy_setups: list[Setup] = []
+    monkeypatch.setattr("speechstack.bench.deploy.bench_deploy", deploy_seen)
     (tmp_path / "work").mkdir()
     stages, info = run_benchmarks(
         config_path=repo_root / "configs/speech_commands/cnn.yaml",
-        sizes=Sizes(
-            feature_clips=2, feature_rounds=1, loader_epochs=1, overhead_rounds=1,
-            overhead_batches=1, inference_rounds=1, inference_clips=4, deploy_rounds=1,
-            deploy_clips=4, deploy_folds=1, scaling_factors=(1, 2), scaling_base_clips=8,
-        ),
+        sizes=QUICK,
         work_dir=tmp_path / "work",
         progress=False,
-    )  # fmt: skip
+    )
     assert info["data"]["source"] == "generated by make demo"
     from speechstack.config import TaskConfig
     from speechstack.tasks import create_task
@@ -314,6 +338,8 @@ def test_run_benchmarks_runs_make_demo_first_and_uses_its_data(
     assert info["data"]["train_clips"] == task.train_manifest().height  # every clip
     assert info["stages"]["demo"]["measured"]["returncode"] == 0
     assert [stage.key for stage in stages][-2:] == ["demo", "total"]
+    (deployed,) = deploy_setups  # the stages after the demo ran on the demo's data
+    assert deployed.manifest.height == task.train_manifest().height
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ the file named; ``spot`` slides a run over long recordings."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 
@@ -50,14 +52,10 @@ def test_dft_log_mel_equals_log_mel() -> None:
     assert (exported - expected).abs().max() < 0.1
 
 
-@pytest.fixture
-def trained_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_speech_commands: Path, repo_root: Path
-) -> list[str]:
-    """Work in ``tmp_path`` with every fold of the tiny CNN saved as training saves it
-    (different random weights per fold; nothing is trained) and the folds file. Returns the
+def _save_untrained_folds(tiny_speech_commands: Path, repo_root: Path) -> list[str]:
+    """In the current folder: the folds file and every fold of the tiny CNN saved as
+    training saves it (different random weights per fold; nothing is trained). Returns the
     CLI's common arguments."""
-    monkeypatch.chdir(tmp_path)
     config_file = repo_root / "configs" / "speech_commands" / "cnn.yaml"
     settings = [f"task.data_dir={tiny_speech_commands}", *TINY_SETTINGS]
     args = ["--config", str(config_file), *(a for s in settings for a in ("--set", s))]
@@ -83,6 +81,49 @@ def trained_run(
     return args
 
 
+@pytest.fixture
+def trained_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_speech_commands: Path, repo_root: Path
+) -> list[str]:
+    """Work in ``tmp_path`` with every fold of the tiny CNN saved as training saves it
+    (different random weights per fold; nothing is trained) and the folds file. Returns the
+    CLI's common arguments."""
+    monkeypatch.chdir(tmp_path)
+    return _save_untrained_folds(tiny_speech_commands, repo_root)
+
+
+@pytest.fixture(scope="module")
+def exported_once(
+    tmp_path_factory: pytest.TempPathFactory, tiny_speech_commands: Path, repo_root: Path
+) -> tuple[Path, list[str], str]:
+    """The run of ``trained_run`` exported once for the module (per xdist worker) through the
+    CLI, ``speechstack export --quantize static``: ``model.onnx`` and ``model.int8.onnx``.
+    One export of three folds with their views costs ~10-20 s; the tests that need an
+    exported run each used to export it again. The float graph is the file a plain
+    ``export`` writes (quantising only adds the int8 file beside it). Returns the folder,
+    the CLI's common arguments and what the export printed. Read-only: use
+    ``exported_run``."""
+    folder = tmp_path_factory.mktemp("exported")
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(folder)
+        args = _save_untrained_folds(tiny_speech_commands, repo_root)
+        assert main(["export", *args, "--quantize", "static"]) == 0
+    return folder, args, printed.getvalue()
+
+
+@pytest.fixture
+def exported_run(
+    exported_once: tuple[Path, list[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Work in ``tmp_path`` holding a copy of ``exported_once``'s folder (the test may change
+    it). Returns the CLI's common arguments."""
+    folder, args, _ = exported_once
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return args
+
+
 def _test_windows(data: Path, count: int = 12) -> np.ndarray:
     from speechstack.audio import fit_length, read_audio
 
@@ -92,11 +133,9 @@ def _test_windows(data: Path, count: int = 12) -> np.ndarray:
 
 
 def test_export_matches_pytorch_and_carries_metadata(
-    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+    exported_once: tuple[Path, list[str], str], exported_run: list[str], tiny_speech_commands: Path
 ) -> None:
-    assert main(["export", *trained_run, "--quantize", "static"]) == 0
-    out = capsys.readouterr().out
-    assert "exported 3 folds of 'cnn'" in out
+    assert "exported 3 folds of 'cnn'" in exported_once[2]  # `export --quantize static`
     float_path = Path("runs/speech_commands/cnn/export/model.onnx")
     int8_path = float_path.with_name("model.int8.onnx")
     model = OnnxModel(float_path)
@@ -130,11 +169,10 @@ def test_export_matches_pytorch_and_carries_metadata(
 
 
 def test_predict_through_onnx_equals_pytorch(
-    trained_run: list[str], tiny_speech_commands: Path
+    exported_run: list[str], tiny_speech_commands: Path
 ) -> None:
-    assert main(["export", *trained_run]) == 0
     audio = str(tiny_speech_commands / "test" / "audio")
-    common = ["predict", *trained_run, "--audio", audio, "--source", "cnn"]
+    common = ["predict", *exported_run, "--audio", audio, "--source", "cnn"]
     assert main([*common, "--out", "torch.csv"]) == 0
     assert main([*common, "--out", "onnx.csv", "--runtime", "onnx"]) == 0
     torch_rows, onnx_rows = pl.read_csv("torch.csv"), pl.read_csv("onnx.csv")
@@ -156,14 +194,15 @@ def test_export_refuses_an_unfinished_run(
 
 
 def test_predict_refuses_a_model_made_for_other_data(
-    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+    exported_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["export", *trained_run]) == 0
+    # what a plain `export` (no --quantize) leaves: the float graph only
+    Path("runs/speech_commands/cnn/export/model.int8.onnx").unlink()
     model = OnnxModel(Path("runs/speech_commands/cnn/export/model.onnx"))
     with pytest.raises(ExportError, match="labels"):
         model.check([*model.labels[:-1], "maybe"], 16000, 16000)
     audio = str(tiny_speech_commands / "test" / "audio")
-    args = ["predict", *trained_run, "--audio", audio, "--source", "cnn", "--runtime", "onnx"]
+    args = ["predict", *exported_run, "--audio", audio, "--source", "cnn", "--runtime", "onnx"]
     assert main([*args, "--set", "audio.sample_rate=8000"]) == 2
     error = capsys.readouterr().err
     assert "model.onnx was exported for a sample rate of 16000 Hz (the data's: 8000 Hz)" in error
@@ -176,6 +215,12 @@ def test_a_damaged_export_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"not a graph")
     with pytest.raises(ExportError, match=r"model\.onnx cannot be loaded"):
         OnnxModel(path)
+
+
+# The exporter traces a recurrent family's loop frame by frame (its trace time grows with
+# the frames: ~30 s of a one-second window for the GRU): a quarter of a second gives the
+# same graph of the same operators, over 26 frames instead of 101.
+RECURRENT_WINDOW = {"gru": 4000, "lstm": 4000}
 
 
 @pytest.mark.parametrize(
@@ -210,10 +255,11 @@ def test_other_families_export_with_parity(
     matrices = [np.eye(5, dtype=np.float32)] * 2
     ensemble = FoldEnsemble(models, matrices, [], 16000, share_log_mel=True)
     path = tmp_path / "model.onnx"
+    samples = RECURRENT_WINDOW.get(family, 16000)
     metadata = {"labels": '["0","1","2","3","4"]', "sample_rate": "16000",
-                "window_samples": "16000", "views": "[]", "model": family}  # fmt: skip
-    write_onnx(ensemble, 16000, metadata, path)
-    windows = np.random.default_rng(0).normal(0, 0.1, (4, 16000)).astype(np.float32)
+                "window_samples": str(samples), "views": "[]", "model": family}  # fmt: skip
+    write_onnx(ensemble, samples, metadata, path)
+    windows = np.random.default_rng(0).normal(0, 0.1, (4, samples)).astype(np.float32)
     expected = window_probabilities(
         list(zip(models, matrices, strict=True)), [], 16000, torch.from_numpy(windows)
     ).numpy()
@@ -284,7 +330,7 @@ def test_spot_with_a_stack_combines_its_members(
 
 
 def test_submission_through_the_exported_model(
-    trained_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
+    exported_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
 ) -> None:
     config = load_config(Path("runs/speech_commands/cnn/fold0/config.yaml"))
     labels = create_task(config.task).labels
@@ -296,12 +342,12 @@ def test_submission_through_the_exported_model(
         fnames = folds.filter(pl.col("fold") == fold)["fname"]
         pl.DataFrame({"fname": fnames, **uniform}).write_parquet(folder / "oof.parquet")
         pl.DataFrame({"fname": test["fname"], **uniform}).write_parquet(folder / "test.parquet")
-    assert main(["export", *trained_run]) == 0
-    args = ["submission", *trained_run, "--source", "cnn", "--runtime", "onnx"]
+    # the export (made before these tables: it reads only the models) is exported_run's
+    args = ["submission", *exported_run, "--source", "cnn", "--runtime", "onnx"]
     assert main([*args, "--out", "sub.csv"]) == 0
     assert "test probabilities from the exported models (onnx)" in capsys.readouterr().out
     audio = str(tiny_speech_commands / "test" / "audio")
-    predict = ["predict", *trained_run, "--audio", audio, "--source", "cnn", "--out", "p.csv"]
+    predict = ["predict", *exported_run, "--audio", audio, "--source", "cnn", "--out", "p.csv"]
     assert main(predict) == 0
     expected = dict(pl.read_csv("p.csv").select("path", "label").rows())
     submitted = pl.read_csv("sub.csv")

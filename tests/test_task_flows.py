@@ -12,10 +12,14 @@ import pytest
 
 from speechstack.cli import main
 
+# One fold after the other in this process: ``train.parallel_folds`` left at ``auto`` would
+# spawn a worker per core, each importing torch and timm again (~7 s of CPU apiece), for a
+# path tests/test_fold_pool.py and the Ctrl-C test in tests/test_faults.py already cover.
 TINY = [
     "--set", "model.params.backbone=test_resnet",
     "--set", "model.params.backbone_args={}",
     "--set", "train.epochs=1",
+    "--set", "train.parallel_folds=1",
     "--set", "folds.k=2",
 ]  # fmt: skip
 
