@@ -329,6 +329,49 @@ def test_spot_with_a_stack_combines_its_members(
         spot_files(config, "missing", recording, labels, progress=False)
 
 
+def test_spot_hears_each_recording_with_its_own_batch_norm_statistics(
+    trained_run: list[str], tiny_speech_commands: Path
+) -> None:
+    """A fold trained with ``predict.adapt_norm`` scores a recording's windows with the
+    batch-norm statistics of that recording's own windows (as ``predict`` a folder's);
+    with fewer than ``predict.adapt_min_clips`` windows, with the training's."""
+    from speechstack.audio import read_audio
+    from speechstack.inference import load_fold_model, window_probabilities, window_scorer
+    from speechstack.spot import window_batches
+    from speechstack.tta import adapt_batch_norm
+
+    config = load_config(Path(trained_run[1]), trained_run[3::2])
+    labels = create_task(config.task).labels
+    assert config.predict.adapt_norm and config.predict.adapt_min_clips == 100
+    long = sorted((tiny_speech_commands / "demo_long").glob("*.wav"))[0]
+    recording = read_audio(long, 16000)[: 12 * 16000]  # 111 windows 0.1 s apart
+    loud = recording * 4 + np.random.default_rng(0).normal(0, 0.05, recording.shape)
+    loud = loud.astype(np.float32)
+    first = recording[:16000][None].astype(np.float32)  # the first window of each
+    loaded = [load_fold_model(folder, torch.device("cpu")) for folder in sorted(
+        config.run_dir.glob("fold*"))]  # fmt: skip
+    views = config.predict.tta
+
+    def by_hand(waveform: np.ndarray | None) -> np.ndarray:
+        models = []
+        for model, _, class_to_label in loaded:
+            if waveform is not None:
+                batches = window_batches(waveform, 16000, 1600, config.spot.batch_size)
+                windows = (torch.from_numpy(chunk) for _, chunk in batches)
+                model = adapt_batch_norm(model, windows, torch.device("cpu"))
+            models.append((model, class_to_label))
+        return window_probabilities(models, views, 16000, torch.from_numpy(first)).numpy()
+
+    scorer = window_scorer(config, config.experiment, labels, "torch")
+    own = scorer(recording)(first)
+    np.testing.assert_allclose(own, by_hand(recording), atol=1e-5)
+    assert np.abs(own - by_hand(None)).max() > 1e-3  # not the training's statistics ...
+    assert np.abs(own - scorer(loud)(first)).max() > 1e-3  # ... nor another recording's
+    sparse = config.model_copy(update={"spot": config.spot.model_copy(update={"hop_seconds": 0.5})})
+    few = window_scorer(sparse, config.experiment, labels, "torch")(recording)  # 23 windows
+    np.testing.assert_allclose(few(first), by_hand(None), atol=1e-6)
+
+
 def test_submission_through_the_exported_model(
     exported_run: list[str], tiny_speech_commands: Path, capsys: pytest.CaptureFixture
 ) -> None:

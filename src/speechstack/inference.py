@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,12 +34,22 @@ from speechstack.data import prediction_loader, unreadable_clips
 from speechstack.exported import exported_probabilities
 from speechstack.models import ModelContext, create_model
 from speechstack.speakers import levelled
-from speechstack.spot import ScoreWindows, SpotResult, spot_recording
+from speechstack.spot import (
+    ScoreWindows,
+    SpotResult,
+    spot_recording,
+    window_batches,
+    window_sizes,
+    window_starts,
+)
 from speechstack.tasks import TASKS, TEST_COLUMNS, manifest_frame
 from speechstack.train import FEATURE_MODEL, Precision, predict_probabilities, resolve_device
 from speechstack.tta import adapt_batch_norm, apply_view, views_or_identity
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+
+RecordingScorer = Callable[[np.ndarray], ScoreWindows]
+"""A recording's mono waveform -> the function that scores its windows (``spot_files``)."""
 
 
 class PredictError(ValueError):
@@ -326,30 +336,49 @@ def score_predictions(predictions: pl.DataFrame, answers: Path) -> tuple[float, 
 
 def window_scorer(
     config: Config, experiment: str, labels: list[str], runtime: Runtime
-) -> ScoreWindows:
-    """``(n, window_samples)`` float32 windows -> ``(n, len(labels))`` label probabilities of
-    ``experiment``: its PyTorch fold models with its test-time views, or its exported
-    model (``runtime`` ``onnx`` / ``onnx-int8``, checked against the labels and audio)."""
+) -> RecordingScorer:
+    """A recording -> the function that turns its ``(n, window_samples)`` float32 windows
+    into ``(n, len(labels))`` label probabilities of ``experiment``: its PyTorch fold models
+    with its test-time views, or its exported model (``runtime`` ``onnx`` / ``onnx-int8``,
+    checked against the labels and audio).
+
+    A fold trained with ``predict.adapt_norm`` hears each recording with the batch-norm
+    statistics of that recording's own windows (``config.spot``'s windows; at least
+    ``predict.adapt_min_clips`` of them, else the training's), as ``predict`` hears a
+    folder: a recording is one room, microphone and background. The exported graphs hold
+    the training's statistics."""
     from speechstack.exported import OnnxModel, exported_path
 
     audio = config.audio
     if runtime != "torch":
         model = OnnxModel(exported_path(config, experiment, runtime))
         model.check(labels, audio.sample_rate, audio.clip_samples)
-        return model
+        return lambda waveform: model
     run_dir = config.task_runs_dir / experiment
     folds = sorted(path for path in run_dir.glob("fold*") if (path / "model.pt").is_file())
     if not folds:
         raise PredictError(f"{run_dir}: no trained folds (run `make train` first)")
     loaded = [load_fold_model(folder, torch.device("cpu")) for folder in folds]
-    models = [(model, class_to_label) for model, _, class_to_label in loaded]
     views = loaded[0][1].predict.tta
+    window, hop = window_sizes(audio.sample_rate, config.spot, audio.clip_seconds)
 
-    def score(windows: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(windows)
-        return window_probabilities(models, views, audio.sample_rate, tensor).numpy()
+    def for_recording(waveform: np.ndarray) -> ScoreWindows:
+        count = len(window_starts(len(waveform), window, hop))
+        models = []
+        for model, fold_config, class_to_label in loaded:
+            if fold_config.predict.adapt_norm and count >= fold_config.predict.adapt_min_clips:
+                batches = window_batches(waveform, window, hop, config.spot.batch_size)
+                windows = (torch.from_numpy(chunk) for _, chunk in batches)
+                model = adapt_batch_norm(model, windows, torch.device("cpu"))
+            models.append((model, class_to_label))
 
-    return score
+        def score(windows: np.ndarray) -> np.ndarray:
+            tensor = torch.from_numpy(windows)
+            return window_probabilities(models, views, audio.sample_rate, tensor).numpy()
+
+        return score
+
+    return for_recording
 
 
 def spot_files(
@@ -365,7 +394,8 @@ def spot_files(
     ``spot.spot_recording``), by file name relative to the folder. ``source`` is an
     experiment (its fold models, or its exported model) or a stack: each member scores the
     windows and the stack's kept source (the mean, a member or the LightGBM stackers)
-    combines them, as for clips."""
+    combines them, as for clips. Each recording is heard with its own batch-norm
+    statistics where the experiment predicts so (``window_scorer``)."""
     from speechstack.stack import apply_stack, stack_members
 
     target = Path(target)
@@ -379,20 +409,25 @@ def spot_files(
         raise PredictError(f"{run_dir}: no such run (train or stack it first)")
     members = stack_members(run_dir)
     if members is None:
-        score = window_scorer(config, source, labels, runtime)
+        scorer = window_scorer(config, source, labels, runtime)
     else:
         scorers = {name: window_scorer(config, name, labels, runtime) for name in members}
 
-        def score(windows: np.ndarray) -> np.ndarray:
-            scored = {name: scorer(windows) for name, scorer in scorers.items()}
-            return apply_stack(run_dir, member_frame(scored, labels)).astype(np.float32)
+        def scorer(waveform: np.ndarray) -> ScoreWindows:
+            member_scores = {name: of(waveform) for name, of in scorers.items()}
+
+            def score(windows: np.ndarray) -> np.ndarray:
+                scored = {name: member(windows) for name, member in member_scores.items()}
+                return apply_stack(run_dir, member_frame(scored, labels)).astype(np.float32)
+
+            return score
 
     audio = config.audio
     results = {}
     for name, path in tqdm(paths.items(), desc="spot", unit="file", disable=not progress):
         waveform = read_audio(path, audio.sample_rate)
         results[name] = spot_recording(
-            waveform, audio.sample_rate, score, labels, config.spot,
+            waveform, audio.sample_rate, scorer(waveform), labels, config.spot,
             window_seconds=audio.clip_seconds,
         )  # fmt: skip
     return results

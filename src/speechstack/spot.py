@@ -117,6 +117,21 @@ def cut_windows(waveform: np.ndarray, starts: np.ndarray, window_samples: int) -
     return np.ascontiguousarray(views[starts - first])
 
 
+def window_sizes(
+    sample_rate: int, settings: SpotConfig, window_seconds: float = 1.0
+) -> tuple[int, int]:
+    """``(window_samples, hop_samples)`` of ``spot_recording``: windows of the model's
+    ``window_seconds``, ``settings.hop_seconds`` apart, at least one sample each."""
+    if sample_rate < 1 or window_seconds <= 0:
+        raise ValueError(
+            f"sample_rate and window_seconds must be positive (got {sample_rate}, {window_seconds})"
+        )
+    return (
+        max(1, round(window_seconds * sample_rate)),
+        max(1, round(settings.hop_seconds * sample_rate)),
+    )
+
+
 def window_batches(
     waveform: np.ndarray, window_samples: int, hop_samples: int, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -155,13 +170,8 @@ def spot_recording(
         raise ValueError(f"expected a mono waveform (samples,), got shape {waveform.shape}")
     if not len(waveform):
         raise ValueError("the recording is empty: nothing to spot")
-    if sample_rate < 1 or window_seconds <= 0:
-        raise ValueError(
-            f"sample_rate and window_seconds must be positive (got {sample_rate}, {window_seconds})"
-        )
     labels = tuple(labels)
-    window_samples = max(1, round(window_seconds * sample_rate))
-    hop_samples = max(1, round(settings.hop_seconds * sample_rate))
+    window_samples, hop_samples = window_sizes(sample_rate, settings, window_seconds)
     starts_seen: list[np.ndarray] = []
     batches: list[np.ndarray] = []
     for starts, windows in window_batches(
