@@ -223,3 +223,26 @@ def test_a_partial_lightgbm_setting_keeps_the_feature_set_s_trees(repo_root: Pat
         assert getattr(deeper, key) == value != getattr(LightGBMParams(), key)
     assert AcousticParams().lightgbm == LightGBMParams(**CLASSIFIER_TREES["ComParE_2016"])
     assert AcousticParams(**AcousticParams().model_dump()) == AcousticParams()  # a saved run
+
+
+def test_lightgbm_keeps_to_the_fold_process_s_share_of_the_cores() -> None:
+    """A fold process beside others (``train.parallel_folds``) has a share of the cores;
+    the classifier's LightGBM uses no more threads than that (its OpenMP threads spin while
+    they wait, and past the share hold the cores the other folds need), and no more than
+    its ``n_jobs``."""
+    from speechstack.models import ModelContext
+    from speechstack.models.acoustic import AcousticClassifier
+    from speechstack.params.models import AcousticParams
+
+    rng = np.random.default_rng(0)
+    features, targets = rng.normal(size=(60, 5)), np.arange(60) % 3
+    speakers = [f"s{i % 4}" for i in range(60)]
+    context = ModelContext(num_classes=3)
+    params = AcousticParams(feature_set="GeMAPSv01b", lightgbm={"n_jobs": 2})
+
+    def threads_used(share: int | None) -> int:
+        fitted = AcousticClassifier(params, context).fit(features, speakers, targets, 0, share)
+        return fitted.estimator.get_params()["n_jobs"]
+
+    assert threads_used(1) == 1
+    assert threads_used(None) == threads_used(4) == 2

@@ -1088,7 +1088,8 @@ class FeatureFoldRun:
             features.append(augmented[data.train_rows])
             groups += [None if s is None else f"{s}#copy{index}" for s in speakers]
         targets = np.tile(data.train_targets, len(features))
-        self.model.fit(np.concatenate(features), groups, targets, self.seed)
+        threads = torch.get_num_threads()  # the fold's share of the cores (fold_pool)
+        self.model.fit(np.concatenate(features), groups, targets, self.seed, threads)
         probabilities = self.model.predict_proba(
             stored[data.valid_rows], self._speakers(data.valid)
         )

@@ -30,14 +30,16 @@ class AcousticClassifier:
         self.standardiser: Standardiser | None = None
         self.estimator: Any = None
 
-    def _estimator(self, seed: int) -> Any:
+    def _estimator(self, seed: int, threads: int | None) -> Any:
         if self.params.classifier == "lightgbm":
             import lightgbm
 
+            settings = self.params.lightgbm.model_dump()
+            if threads is not None:
+                settings["n_jobs"] = min(settings["n_jobs"], threads)
             return lightgbm.LGBMClassifier(
-                objective="multiclass", random_state=seed, verbose=-1,
-                **self.params.lightgbm.model_dump(),
-            )  # fmt: skip
+                objective="multiclass", random_state=seed, verbose=-1, **settings
+            )
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=self.params.c, max_iter=5000)
@@ -48,9 +50,14 @@ class AcousticClassifier:
         speakers: Sequence[str | None],
         targets: np.ndarray,
         seed: int = 0,
+        threads: int | None = None,
     ) -> AcousticClassifier:
+        """Fit the standardiser and the classifier. ``threads``: this process's share of
+        the cores (a fold process beside others); LightGBM uses at most that many, since
+        its OpenMP threads spin while they wait and, past the share, hold the cores the
+        other folds' processes need."""
         self.standardiser = Standardiser.fit(features, self.params.normalise == "speaker")
-        self.estimator = self._estimator(seed)
+        self.estimator = self._estimator(seed, threads)
         self.estimator.fit(self.standardiser.transform(features, speakers), targets)
         return self
 
