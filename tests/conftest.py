@@ -16,6 +16,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker keeps one
 # torch thread, so the two together use the cores instead of fighting over them.
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    # numba compiles librosa's guvectorize kernels (`yin`) on first use and caches them;
+    # two processes filling one cache at once can pair a kernel with another's dispatcher
+    # and segfault every later load (numba#10128, open): in a fresh venv both workers ran
+    # the emotion tests' `yin` at once and crashed. Each worker keeps a cache of its own.
+    import tempfile
+
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(),
+        f"speechstack-numba-{os.getuid()}-{os.environ['PYTEST_XDIST_WORKER']}",
+    )
     import torch
 
     torch.set_num_threads(1)
